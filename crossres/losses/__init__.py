@@ -1,0 +1,1 @@
+"""Parameter-light loss modules, each tested against a naive reference."""

@@ -1,0 +1,255 @@
+"""`CrossResMethod`: the lifecycle every method shares; evaluation is written once, here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from crossres.metrics.verification import VerificationMetric
+from crossres.nn.weights import load_backbone_weights
+
+__all__ = ["HR_MODEL_COMMAND", "HR_MODEL_PATH", "CrossResMethod", "NonFiniteLossError", "load_pretrained"]
+
+#: Where `make run` and the method configs expect the HR recogniser (guide / teacher), and how it is made.
+HR_MODEL_PATH = "runs/hr_teacher/checkpoints/last.ckpt"
+HR_MODEL_COMMAND = "crossres fit -c experiments/baseline.yaml --name hr_teacher"
+
+
+def load_pretrained(module: nn.Module, path: str | None, key: str, prefix: str | None = None) -> None:
+    """Load a pretrained HR network (guide, teacher, recogniser) or stop with the command that makes it.
+
+    Args:
+        module: the network to load into (a backbone built with the same arguments as the saved one).
+        path: a crossres checkpoint or an insightface ``backbone.pth``.
+        key: the config key that holds ``path``, named in the error (e.g. ``"model.guide_weights"``).
+        prefix: state-dict prefix inside a Lightning checkpoint (default: auto-detect ``backbone.``).
+
+    Raises:
+        FileNotFoundError: ``path`` is unset or missing; the message gives the command that produces it.
+    """
+    if not path or not Path(path).is_file():
+        raise FileNotFoundError(
+            f"{key} = {path!r}: this method needs a pretrained HR recogniser and none is there. Train one on "
+            f"the same data first:\n    {HR_MODEL_COMMAND}\nthen pass {key}={HR_MODEL_PATH} (or an insightface "
+            "backbone.pth with the same backbone arguments)."
+        )
+    load_backbone_weights(module, path, prefix=prefix)
+
+_COMPARISONS = {"hr_hr": "HR-HR", "lr_lr": "LR-LR", "hr_lr": "HR-LR"}
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; raised before any weight is updated with it."""
+
+
+class CrossResMethod(pl.LightningModule):
+    """Base of every crossres method.
+
+    Subclasses build their networks in :meth:`build` (called once, after ``save_hyperparameters``), define
+    ``training_step`` and :meth:`embed` (or :meth:`embed_hr` / :meth:`embed_lr` where HR and LR faces take
+    different networks). Validation and test are the same for every method: each pair set is scored
+    HR-HR, LR-LR and HR-LR at every protocol, HR-LR averaged over both pair orders (Knoche et al. 2021
+    §3.4), and logged under flat keys such as ``val_acc_lfw_hr_lr_14px``; ``val_acc_hr_lr`` (the mean
+    over pair sets and protocols) is what checkpoints monitor.
+
+    Args:
+        num_classes: training identities (linked from the data module by the CLI).
+        image_size: HR input size ``(h, w)`` (linked from the data module by the CLI).
+        optimizer: ``"sgd"`` (momentum SGD, as the papers) or ``"adamw"``.
+        lr: learning rate.
+        momentum: SGD momentum.
+        weight_decay: weight decay.
+        milestones: epochs at which the learning rate is multiplied by ``lr_gamma``.
+        lr_gamma: learning-rate decay factor at each milestone.
+        warmup_epochs: linear learning-rate warm-up length in epochs (0 = none).
+        flip_test: embed ``x`` and its mirror image, sum, normalise (insightface's test-time flip).
+        far: false accept rate at which TAR is reported.
+        nonfinite: on a NaN/inf loss, ``"stop"`` with an error naming the loss and the step, or ``"skip"``
+            the step (no weight update) and count it in ``train_skipped_steps``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 100,
+        image_size: tuple[int, int] = (112, 112),
+        optimizer: Literal["sgd", "adamw"] = "sgd",
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        milestones: list[int] | None = None,
+        lr_gamma: float = 0.1,
+        warmup_epochs: int = 0,
+        flip_test: bool = False,
+        far: float = 1e-3,
+        nonfinite: Literal["stop", "skip"] = "stop",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if num_classes < 2:
+            raise ValueError(f"model.num_classes must be >= 2, got {num_classes}")
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.eval_metrics = nn.ModuleDict()
+        self.eval_results: dict[str, list[dict[str, Any]]] = {}
+        self.skipped_steps = 0
+        self.build()
+
+    # ------------------------------------------------------------------------------------- subclasses
+    def build(self) -> None:
+        """Build the method's networks and losses from ``self.hparams``."""
+        raise NotImplementedError
+
+    def embed(self, images: Tensor) -> Tensor:
+        """Embed float images in ``[0, 1]`` of the HR input size; returns ``(B, D)`` (not normalised)."""
+        raise NotImplementedError
+
+    def embed_hr(self, images: Tensor) -> Tensor:
+        """Embed HR gallery faces."""
+        return self.embed(images)
+
+    def embed_lr(self, images: Tensor, lr_size: Tensor) -> Tensor:
+        """Embed LR probes (degraded and re-upsampled to the HR size); ``lr_size`` is ``(B, 2)``."""
+        return self.embed(images)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.embed(images)
+
+    # ---------------------------------------------------------------------------------------- training
+    def check_finite(self, name: str, loss: Tensor) -> bool:
+        """Return ``True`` if ``loss`` is finite; otherwise stop or skip as ``nonfinite`` says."""
+        if torch.isfinite(loss).all():
+            return True
+        if self.hparams["nonfinite"] == "skip":
+            self.skipped_steps += 1
+            self.log("train_skipped_steps", float(self.skipped_steps), batch_size=1)
+            return False
+        raise NonFiniteLossError(
+            f"{type(self).__name__}: loss {name!r} is {loss.detach().float().cpu().tolist()} at global step "
+            f"{self.global_step} (epoch {self.current_epoch}); no weights were updated with it. Lower model.lr, "
+            "check the data, or set model.nonfinite: skip to skip such steps."
+        )
+
+    def finite_or_none(self, name: str, loss: Tensor) -> Tensor | None:
+        """``training_step`` helper: the loss, or ``None`` (Lightning skips the step) when non-finite."""
+        return loss if self.check_finite(name, loss) else None
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> Any:
+        return self.optimizer_and_scheduler(self.trainable_parameters())
+
+    def optimizer_and_scheduler(self, params: Any, lr: float | None = None) -> dict[str, Any]:
+        """Optimizer over ``params`` with the configured warm-up and step decay (epochs)."""
+        hp = self.hparams
+        lr = hp["lr"] if lr is None else lr
+        opt: torch.optim.Optimizer
+        if hp["optimizer"] == "sgd":
+            opt = torch.optim.SGD(params, lr=lr, momentum=hp["momentum"], weight_decay=hp["weight_decay"])
+        elif hp["optimizer"] == "adamw":
+            opt = torch.optim.AdamW(params, lr=lr, weight_decay=hp["weight_decay"])
+        else:
+            raise ValueError(f"model.optimizer must be 'sgd' or 'adamw', got {hp['optimizer']!r}")
+        milestones, gamma, warmup = sorted(hp["milestones"] or []), hp["lr_gamma"], hp["warmup_epochs"]
+
+        def factor(epoch: int) -> float:
+            ramp = min(1.0, (epoch + 1) / warmup) if warmup > 0 else 1.0
+            return ramp * gamma ** sum(epoch >= m for m in milestones)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # -------------------------------------------------------------------------------------- evaluation
+    def eval_embed_hr(self, images: Tensor) -> Tensor:
+        return self._flip_embed(self.embed_hr, images)
+
+    def eval_embed_lr(self, images: Tensor, lr_size: Tensor) -> Tensor:
+        return self._flip_embed(lambda x: self.embed_lr(x, lr_size), images)
+
+    def _flip_embed(self, fn: Any, images: Tensor) -> Tensor:
+        embeddings = fn(images)
+        if self.hparams["flip_test"]:
+            embeddings = embeddings + fn(torch.flip(images, dims=[-1]))
+        return F.normalize(embeddings.float(), dim=1)
+
+    def _metric(self, split: str, pair_set: str, comparison: str, protocol: str = "") -> VerificationMetric:
+        key = "__".join(k for k in (split, pair_set, comparison, protocol) if k)
+        if key not in self.eval_metrics:
+            self.eval_metrics[key] = VerificationMetric().to(self.device)
+        return self.eval_metrics[key]  # type: ignore[return-value]
+
+    def _eval_step(self, split: str, batch: dict[str, Any]) -> None:
+        name, issame, pair_id = batch["pair_set"], batch["issame"], batch["pair_id"]
+        hr1, hr2 = self.eval_embed_hr(batch["hr1"]), self.eval_embed_hr(batch["hr2"])
+        self._metric(split, name, "hr_hr").update((hr1 * hr2).sum(1), issame, pair_id)
+        for protocol, lr1 in batch["lr1"].items():
+            size = batch["lr_size"][protocol]
+            lr1 = self.eval_embed_lr(lr1, size)
+            lr2 = self.eval_embed_lr(batch["lr2"][protocol], size)
+            self._metric(split, name, "lr_lr", protocol).update((lr1 * lr2).sum(1), issame, pair_id)
+            # Knoche et al. §3.4: both pair orders, (LR, HR) and (HR, LR); accuracies averaged.
+            self._metric(split, name, "lr_hr", protocol).update((lr1 * hr2).sum(1), issame, pair_id)
+            self._metric(split, name, "hr_lr", protocol).update((hr1 * lr2).sum(1), issame, pair_id)
+
+    def _eval_epoch_end(self, split: str) -> None:
+        results: dict[tuple[str, str, str], dict[str, float]] = {}
+        for key, metric in self.eval_metrics.items():
+            parts = key.split("__")
+            if parts[0] != split:
+                continue
+            if metric.update_count == 0:  # type: ignore[operator]
+                continue
+            pair_set, comparison, protocol = parts[1], parts[2], parts[3] if len(parts) > 3 else ""
+            results[(pair_set, comparison, protocol)] = metric.compute()
+            metric.reset()
+        rows = []
+        for (pair_set, comparison, protocol), values in sorted(results.items()):
+            if comparison == "lr_hr":
+                continue
+            if comparison == "hr_lr":
+                other = results[(pair_set, "lr_hr", protocol)]
+                values = {k: (values[k] + other[k]) / 2 for k in values}
+            rows.append(
+                {"split": split, "pair_set": pair_set, "comparison": _COMPARISONS[comparison], "protocol": protocol}
+                | {k: float(v) for k, v in values.items()}
+            )
+            suffix = f"{pair_set}_{comparison}" + (f"_{protocol}" if protocol else "")
+            self.log(f"{split}_acc_{suffix}", float(values["acc"]), batch_size=1, sync_dist=True)
+            if comparison == "hr_lr":
+                self.log(f"{split}_tar_{suffix}", float(values["tar_at_far"]), batch_size=1, sync_dist=True)
+        for comparison, label in _COMPARISONS.items():
+            accs = [r["acc"] for r in rows if r["comparison"] == label]
+            if accs:
+                self.log(f"{split}_acc_{comparison}", sum(accs) / len(accs), batch_size=1, prog_bar=True, sync_dist=True)
+        self.eval_results[split] = rows
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Normalised embeddings of both images of every pair, HR and at every protocol's LR size."""
+        out: dict[str, Any] = {
+            "pair_set": batch["pair_set"],
+            "pair_id": batch["pair_id"],
+            "issame": batch["issame"],
+            "hr1": self.eval_embed_hr(batch["hr1"]),
+            "hr2": self.eval_embed_hr(batch["hr2"]),
+        }
+        for protocol, lr1 in batch["lr1"].items():
+            size = batch["lr_size"][protocol]
+            out[f"lr1_{protocol}"] = self.eval_embed_lr(lr1, size)
+            out[f"lr2_{protocol}"] = self.eval_embed_lr(batch["lr2"][protocol], size)
+        return out

@@ -1,0 +1,90 @@
+"""The plain recogniser every cross-resolution paper compares against."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from crossres.methods.base import CrossResMethod
+from crossres.nn.backbones import build_backbone
+from crossres.nn.heads import build_head
+from crossres.nn.weights import load_backbone_weights
+
+__all__ = ["Baseline"]
+
+
+class Baseline(CrossResMethod):
+    """A backbone + margin head trained on HR faces, LR faces, or both.
+
+    Paper:
+        The HR baseline of Knoche et al. 2021 (004, §3.1: ResNet-50 + ArcFace, momentum SGD) and the
+        "fine-tuned on LR" baseline [12] of Guided-CNN (000, Table 1): train on HR, then
+        ``finetune_from`` that checkpoint with ``train_on: lr``.
+
+    Deviations:
+        ``train_on: mixed`` feeds every image twice, HR and LR, in one batch; the half-HR/half-LR batches
+        of Knoche's BT are :class:`~crossres.methods.BatchCR`.
+
+    Args:
+        backbone: ``iresnet18`` … ``iresnet100`` or any timm model name.
+        backbone_kwargs: extra backbone arguments, e.g. ``{"width": 16}`` for a small iresnet.
+        embedding_size: feature dimension.
+        head: classification head: ``softmax``, ``cosface`` or ``arcface``.
+        scale: margin heads' logit scale ``s``.
+        margin: margin ``m`` (``None``: the head's default, 0.5 ArcFace / 0.35 CosFace).
+        train_on: ``hr`` (the HR baseline), ``lr`` (LR faces at the data module's sizes) or ``mixed``.
+        finetune_from: checkpoint (crossres ``.ckpt`` or insightface ``backbone.pth``) whose backbone (and,
+            for a crossres checkpoint of the same classes, head) initialise this model before ``fit``.
+        **kwargs: optimisation and evaluation arguments of :class:`CrossResMethod`.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "iresnet18",
+        backbone_kwargs: dict[str, Any] | None = None,
+        embedding_size: int = 512,
+        head: Literal["softmax", "cosface", "arcface"] = "arcface",
+        scale: float = 64.0,
+        margin: float | None = None,
+        train_on: Literal["hr", "lr", "mixed"] = "hr",
+        finetune_from: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+
+    def build(self) -> None:
+        hp = self.hparams
+        if hp["train_on"] not in ("hr", "lr", "mixed"):
+            raise ValueError(f"model.train_on must be 'hr', 'lr' or 'mixed', got {hp['train_on']!r}")
+        self.backbone = build_backbone(
+            hp["backbone"], embedding_size=hp["embedding_size"], image_size=self.image_size,
+            **(hp["backbone_kwargs"] or {}),
+        )
+        self.head = build_head(
+            hp["head"], hp["embedding_size"], hp["num_classes"], scale=hp["scale"], margin=hp["margin"]
+        )
+
+    def embed(self, images: Tensor) -> Tensor:
+        return self.backbone(images)
+
+    def on_fit_start(self) -> None:
+        # Staged fine-tuning [12]: start from the HR model, but a resumed run keeps its own weights.
+        if self.hparams["finetune_from"] and self.trainer.ckpt_path is None:
+            load_backbone_weights(self.backbone, self.hparams["finetune_from"])
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        train_on = self.hparams["train_on"]
+        labels = batch["label"]
+        if train_on == "hr":
+            images = batch["hr"]
+        elif train_on == "lr":
+            images = batch["lr"]
+        else:
+            images, labels = torch.cat([batch["hr"], batch["lr"]]), torch.cat([labels, labels])
+        logits = self.head(self.embed(images), labels)
+        loss = F.cross_entropy(logits, labels)
+        self.log("train_loss", loss, prog_bar=True, batch_size=labels.numel())
+        return self.finite_or_none("cross_entropy", loss)

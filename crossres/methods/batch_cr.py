@@ -1,0 +1,127 @@
+"""Cross-resolution batch training, BT-r and BT-M (Knoche et al. 2021, 004 §5.1 and §6.2)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from crossres.methods.base import CrossResMethod
+from crossres.nn.backbones import build_backbone
+from crossres.nn.heads import build_head
+
+__all__ = ["BatchCR"]
+
+
+class BatchCR(CrossResMethod):
+    """The baseline recogniser trained on batches that are half HR, half LR.
+
+    Paper:
+        Image resolution susceptibility of face recognition models (004). §5.1, BT-r: "the architecture is
+        equivalent to our baseline network" (ResNet-50 + ArcFace, §3.1); "we now randomly select half of the HR
+        images per batch and synthetically reduce their resolution", so that every batch holds HR and LR faces in
+        the same ratio. §6.2, BT-M: the LR size of each degraded face is drawn uniformly from
+        ``{7, 14, 28, 56, 112}``.
+
+    The degradation belongs to the data module: BT-r is ``data.lr_prob: 0.5``, ``data.lr_policy: fixed``,
+    ``data.lr_sizes: [r]``; BT-M is ``data.lr_prob: 0.5``, ``data.lr_policy: choice``,
+    ``data.lr_sizes: [7, 14, 28, 56, 112]`` (``data.lr_per: sample``). The method trains on ``batch["lr"]``,
+    which is then the mixed batch.
+
+    Deviations:
+        * The half is an exact count (``round(B / 2)`` faces, a random subset), as the data module draws it;
+          BT-M's size 112 leaves a "degraded" face at HR, so on average 60 % of a BT-M batch is at 112 px, as
+          in the paper's sampling.
+        * At fit start the data module's sampler is checked: ``lr_prob`` of 0 (the HR baseline) or 1 (the
+          LR-only baseline) and ``lr_per: batch`` (whole batches at one size) do not mix resolutions within a
+          batch and stop the run with a ``ValueError``; any other ``lr_prob`` than the paper's 0.5 only warns.
+        * ``train_loss_ce_hr`` / ``train_loss_ce_lr`` log the cross-entropy of the HR and the LR part of each
+          batch (the optimised loss, ``train_loss``, is their sample-weighted mean).
+
+    Args:
+        backbone: ``iresnet18`` … ``iresnet100`` (the paper's ResNet-50 is ``iresnet50``) or a timm model name.
+        backbone_kwargs: extra backbone arguments, e.g. ``{"width": 16}`` for a small iresnet.
+        embedding_size: feature dimension (the paper's 512).
+        head: classification head: ``arcface`` (the paper's), ``cosface`` or ``softmax``.
+        scale: margin heads' logit scale ``s``.
+        margin: margin ``m`` (``None``: the head's default, 0.5 for ArcFace).
+        **kwargs: optimisation and evaluation arguments of :class:`CrossResMethod`.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "iresnet18",
+        backbone_kwargs: dict[str, Any] | None = None,
+        embedding_size: int = 512,
+        head: Literal["softmax", "cosface", "arcface"] = "arcface",
+        scale: float = 64.0,
+        margin: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+
+    def build(self) -> None:
+        hp = self.hparams
+        # §5.1: the same network as the baseline: one backbone and an ArcFace layer.
+        self.backbone = build_backbone(
+            hp["backbone"],
+            embedding_size=hp["embedding_size"],
+            image_size=self.image_size,
+            **(hp["backbone_kwargs"] or {}),
+        )
+        self.head = build_head(
+            hp["head"], hp["embedding_size"], hp["num_classes"], scale=hp["scale"], margin=hp["margin"]
+        )
+
+    def embed(self, images: Tensor) -> Tensor:
+        return self.backbone(images)
+
+    def on_fit_start(self) -> None:
+        sampler = getattr(getattr(self.trainer, "datamodule", None), "sampler", None)
+        if sampler is None:
+            warnings.warn(
+                "BatchCR cannot check that training batches mix HR and LR faces (the data module has no "
+                "ResolutionSampler); make sure half of every batch['lr'] is degraded (004 §5.1).",
+                stacklevel=2,
+            )
+            return
+        lr_prob = float(sampler.lr_prob)
+        if lr_prob in (0.0, 1.0):
+            what = "no face (the HR baseline)" if lr_prob == 0.0 else "every face (Baseline with train_on: lr)"
+            raise ValueError(
+                f"BatchCR trains on batches that are half HR, half LR (004 §5.1), but data.lr_prob={lr_prob} degrades "
+                f"{what}; set data.lr_prob: 0.5"
+            )
+        if sampler.per != "sample":
+            raise ValueError(
+                f"BatchCR needs HR and LR faces within each batch, but data.lr_per={sampler.per!r} degrades whole "
+                "batches; set data.lr_per: sample"
+            )
+        if all(tuple(size) == tuple(sampler.hr_size) for size in sampler.sizes) and sampler.policy != "range":
+            raise ValueError(
+                f"BatchCR: every training LR size in data.lr_sizes equals the HR size {sampler.hr_size}, so no face is "
+                "degraded; set data.lr_sizes to the LR size(s) r (BT-r: [r]; BT-M: [7, 14, 28, 56, 112])"
+            )
+        if lr_prob != 0.5:
+            warnings.warn(
+                f"BatchCR: data.lr_prob={lr_prob}; the paper degrades half of each batch (data.lr_prob: 0.5)",
+                stacklevel=2,
+            )
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        images, labels, lr_size = batch["lr"], batch["label"], batch["lr_size"]
+        # §5.1: one cross-entropy (ArcFace) over the mixed batch; batch["lr"] holds the HR half unchanged.
+        per_sample = F.cross_entropy(self.head(self.embed(images), labels), labels, reduction="none")
+        loss = per_sample.mean()
+        hr_size = torch.tensor(self.image_size, device=lr_size.device)
+        is_hr = (lr_size == hr_size).all(dim=1)
+        batch_size = labels.numel()
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch_size)
+        for name, members in (("hr", is_hr), ("lr", ~is_hr)):
+            if bool(members.any()):
+                self.log(f"train_loss_ce_{name}", per_sample[members].mean(), batch_size=int(members.sum()))
+        self.log("train_lr_share", (~is_hr).float().mean(), batch_size=batch_size)
+        return self.finite_or_none("cross_entropy", loss)

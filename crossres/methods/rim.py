@@ -1,0 +1,473 @@
+"""RIM (001): a face hallucination sub-net (FHN) and a heterogeneous recognition sub-net (HRN), trained jointly."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+import torch
+from torch import Tensor, nn
+from typing_extensions import Self
+
+from crossres.data.priors import landmarks_to_heatmaps, landmarks_to_parsing
+from crossres.losses.distillation import ResidualDistillationLoss, StudentDistillationLoss
+from crossres.losses.hallucination import LandmarkHeatmapLoss, ParsingLoss, PixelLoss
+from crossres.losses.mmd import MKMMD
+from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, load_pretrained
+from crossres.metrics.image_quality import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure, psnr
+from crossres.nn.backbones import build_backbone
+from crossres.nn.distillation import AdaptedBlocks, BlockwiseBackbone
+from crossres.nn.hallucination import PRIOR_STRIDE, FaceHallucinationNet, FHNOutput
+
+__all__ = ["RIM"]
+
+EvalMode = Literal["rim", "fhn_student", "fhn_teacher", "teacher"]
+
+
+class RIM(CrossResMethod):
+    """Resolution Invariant Model: FHN super-resolves the LR probe 8x, HRN recognises it by residual distillation.
+
+    Paper:
+        Resolution Invariant Model for cross-resolution face recognition (001). FHN (§3.1): a coarse SR network
+        ``G_c`` turns the bicubic-upsampled probe into ``I_c``; a tri-path generator (global features ``G_f``,
+        landmark heatmaps ``G_l``, parsing maps ``G_p``) runs on ``I_c`` and on the real HR face; a mix-adversarial
+        discriminator reconstructs the SR face from the concatenated maps (feature integrator ``D_i``) and measures
+        the MK-MMD between the maps of ``I_c`` and of the HR faces (domain discriminator ``D_d``). ``G`` minimises
+        Eq. (1) ``L_domain + λ0·L_pixel + λ1·L_landmark + λ2·L_parsing``; ``D_i`` minimises ``L_pixel`` (Eq. (5));
+        ``D_d`` maximises ``L_domain`` (Eq. (6)), the minimax of Eq. (10). HRN (§3.2): a frozen HR teacher sees the
+        HR face; a student and a teacher assistant see the SR face; all three are split into K = 4 blocks. The
+        student matches the teacher's last block, Eq. (11); the assistant learns the residual ``f_T^k - f_S^k`` at
+        every block, Eq. (12); the probe feature is ``f_S = f_S^K + f_A^K``. FHN and HRN are trained jointly, end
+        to end (§3.3), with RMSprop at 1e-3 (§4). At test time the HR gallery face gives ``f_T`` and the LR probe
+        ``f_S``; they are compared by cosine similarity (§3.3).
+
+    Deviations:
+        * Layers: the paper gives none. FHN follows FSRNet (its ref. [4]): residual blocks without normalisation;
+          each path is a stride-2 encoder and a sub-pixel decoder; ``I_c = I_lr + G_c(I_lr)`` and
+          ``I_sr = I_c + D_i(maps)`` (global residuals). The concatenated maps are ``[G_f, G_l, softmax(G_p)]``.
+          ``D_d`` is three stride-2 convolutions, pooling and a linear layer with an L2-normalised output
+          (``domain_dim``), so that the maximisation of Eq. (6) cannot inflate the features.
+        * MK-MMD: the biased estimate of Eq. (8) with Gaussian kernels ``exp(-d²/(2σ_u))`` at ``mmd_bandwidths``
+          (the paper gives none); ``β = softmax(logits)`` keeps Eq. (9)'s ``β_u > 0, Σβ_u = 1``. With
+          ``learn_kernel_weights`` the logits belong to the maximising player ``D_d`` (Gretton et al.'s choice of
+          kernel that maximises the MMD); otherwise ``β`` stays uniform. Per-rank batches unless
+          ``mmd_gather_distributed``.
+        * Losses are averaged over pixels/elements (``loss_reduction: mean``); ``sum`` is the paper's per-image sums
+          (and Eq. (4)'s ``1/C``). Both only rescale the ``λ``s. Eq. (3)'s targets are Gaussians of
+          ``heatmap_sigma`` px at the data's landmarks (``crossres.data.priors``); parsing labels come from the data,
+          or from the landmarks when a batch has none. ``λ0, λ1, λ2`` are not given in the paper.
+        * Joint end-to-end training (§3.3): FHN also receives ``lambda_recognition · (L_S + L_A)`` through the SR
+          face (the paper gives no weight). Players and optimizers: ``fhn`` (``θ_G`` and ``θ_i`` as two parameter
+          groups of one optimizer: one backward of Eq. (1) gives ``θ_i`` the gradient ``λ0·∇L_pixel``, Eq. (5) up to
+          ``λ0``, which RMSprop's per-parameter normalisation removes), ``domain`` (``θ_d`` and the kernel logits),
+          ``student``, ``assistant``. Each step updates them in this order, each inside ``toggled_optimizer``; the
+          domain, student and assistant steps use the SR face of the ``fhn`` step, detached. In Eq. (12) ``f_S`` is a
+          constant (the student's objective is Eq. (11) alone). The public code never steps the assistant's
+          optimizer; here every player is stepped every batch. Every optimizer step counts as a global step.
+        * Blocks (§4): the 4 stages of each (ResNet-like) backbone. Where a student's or assistant's channels differ
+          from the teacher's, a 1x1 convolution (trained with that network) maps each block output to the teacher's
+          channels; the spatial sizes must agree. The probe embedding is the frozen teacher's embedding head applied
+          to ``f_S^K + f_A^K``, so that it lives in the teacher's space and is comparable with the gallery's
+          ``f_T``. Student and assistant start from random weights (the paper does not say).
+        * Evaluation (§3.3, Table 2): the HR gallery side is always the teacher on the HR face; LR-LR scores use the
+          probe path on both faces. ``eval_mode`` picks the probe path for the ablations of Table 1 without new
+          training: ``rim`` (f; with ``use_assistant: false`` the student alone), ``fhn_student`` (e, the student
+          of this run without its assistant), ``fhn_teacher`` (d, Table 2's HR-SR: the teacher on the SR face),
+          ``teacher`` (a, the teacher on the bicubic probe). ``use_fhn: false`` trains the HRN on the bicubic
+          probe (Table 1 (c), distillation without FHN). Training LR faces come from the data module (RIM: 8x, set
+          ``data.lr_sizes`` to ``H / 8``).
+
+    Args:
+        teacher_backbone: the HR teacher's architecture (ResNet50-IR in the paper); must match ``teacher_weights``.
+        teacher_backbone_kwargs: extra teacher backbone arguments, e.g. ``{"width": 16}``.
+        teacher_embedding_size: the teacher's embedding size; must match ``teacher_weights``.
+        teacher_weights: the pretrained HR recogniser (crossres ``.ckpt`` or insightface ``backbone.pth``), loaded
+            before ``fit`` and frozen.
+        student_backbone: the student's architecture (ResNet34 in the paper).
+        student_backbone_kwargs: extra student backbone arguments.
+        assistant_backbone: the teacher assistant's architecture (ResNet34 in the paper).
+        assistant_backbone_kwargs: extra assistant backbone arguments.
+        use_fhn: hallucinate the probe with FHN (``false``: HRN on the bicubic probe, Table 1 (c)).
+        use_assistant: train the teacher assistant and add ``f_A^K`` to the probe feature.
+        use_priors: supervise the landmark and parsing paths (Eqs. (3), (4)); needs ``landmarks`` in the batches.
+        fhn_channels: feature channels of every FHN sub-network.
+        fhn_feature_channels: output channels of the global feature path ``G_f``.
+        fhn_blocks: residual blocks per FHN sub-network.
+        domain_dim: feature size of the domain discriminator ``D_d``.
+        num_landmarks: landmark heatmaps ``N`` (68 iBUG points).
+        num_parsing_classes: parsing classes (11 Helen classes).
+        heatmap_sigma: standard deviation (HR pixels) of the ground-truth landmark Gaussians.
+        mmd_bandwidths: Gaussian bandwidths ``σ_u`` of Eq. (9) on the L2-normalised ``D_d`` features.
+        learn_kernel_weights: let ``D_d``'s optimizer learn the convex kernel weights ``β_u`` (maximising the MMD).
+        mmd_gather_distributed: under DDP, estimate the MMD on all ranks' samples.
+        lambda_domain: weight of ``L_domain`` in Eq. (1) (1 in the paper; 0 switches the adversarial term off).
+        lambda_pixel: ``λ0`` of Eq. (1).
+        lambda_landmark: ``λ1`` of Eq. (1).
+        lambda_parsing: ``λ2`` of Eq. (1).
+        lambda_recognition: weight of the HRN losses ``L_S + L_A`` back-propagated into FHN (joint training, §3.3).
+        loss_reduction: ``mean`` (over elements) or ``sum`` (the paper's per-image sums) for Eqs. (2)-(4), (11), (12).
+        gradient_clip: clip every player's gradient norm to this value (``None``: no clipping).
+        eval_mode: the probe path at evaluation: ``rim``, ``fhn_student``, ``fhn_teacher`` or ``teacher``.
+        quality_lr_sizes: LR sizes (px) whose evaluation protocols (``<n>px``) also log PSNR/SSIM of the SR and of the
+            bicubic probe against the HR face; ``None``: every protocol.
+        optimizer: ``rmsprop`` (the paper's, PyTorch defaults otherwise), ``sgd`` or ``adamw``, for every player.
+        lr: learning rate of every player (1e-3 in the paper).
+        weight_decay: weight decay of every player.
+        **kwargs: optimisation and evaluation arguments of :class:`CrossResMethod`.
+    """
+
+    def __init__(
+        self,
+        teacher_backbone: str = "iresnet50",
+        teacher_backbone_kwargs: dict[str, Any] | None = None,
+        teacher_embedding_size: int = 512,
+        teacher_weights: str | None = HR_MODEL_PATH,
+        student_backbone: str = "iresnet34",
+        student_backbone_kwargs: dict[str, Any] | None = None,
+        assistant_backbone: str = "iresnet34",
+        assistant_backbone_kwargs: dict[str, Any] | None = None,
+        use_fhn: bool = True,
+        use_assistant: bool = True,
+        use_priors: bool = True,
+        fhn_channels: int = 32,
+        fhn_feature_channels: int = 32,
+        fhn_blocks: int = 2,
+        domain_dim: int = 64,
+        num_landmarks: int = 68,
+        num_parsing_classes: int = 11,
+        heatmap_sigma: float = 2.0,
+        mmd_bandwidths: list[float] | None = None,
+        learn_kernel_weights: bool = True,
+        mmd_gather_distributed: bool = False,
+        lambda_domain: float = 1.0,
+        lambda_pixel: float = 1.0,
+        lambda_landmark: float = 1.0,
+        lambda_parsing: float = 1.0,
+        lambda_recognition: float = 1.0,
+        loss_reduction: Literal["mean", "sum"] = "mean",
+        gradient_clip: float | None = 10.0,
+        eval_mode: EvalMode = "rim",
+        quality_lr_sizes: list[int] | None = None,
+        optimizer: Literal["rmsprop", "sgd", "adamw"] = "rmsprop",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, **kwargs)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------------------------------- build
+    def build(self) -> None:
+        hp = self.hparams
+        if hp["optimizer"] not in ("rmsprop", "sgd", "adamw"):
+            raise ValueError(f"model.optimizer must be 'rmsprop', 'sgd' or 'adamw', got {hp['optimizer']!r}")
+        if hp["loss_reduction"] not in ("mean", "sum"):
+            raise ValueError(f"model.loss_reduction must be 'mean' or 'sum', got {hp['loss_reduction']!r}")
+        for key in ("lambda_domain", "lambda_pixel", "lambda_landmark", "lambda_parsing", "lambda_recognition"):
+            if hp[key] < 0:
+                raise ValueError(f"model.{key} must be >= 0, got {hp[key]}")
+        self.automatic_optimization = False  # the minimax of Eq. (10): one optimizer per player, stepped by hand
+        self.eval_mode = hp["eval_mode"]
+
+        def backbone(name: str, kwargs: dict[str, Any] | None) -> nn.Module:
+            return build_backbone(
+                name, embedding_size=hp["teacher_embedding_size"], image_size=self.image_size, **(kwargs or {})
+            )
+
+        # HRN (§3.2): the frozen HR teacher N_T, the student N_S and the teacher assistant N_A, K = 4 blocks each.
+        self.teacher = BlockwiseBackbone(backbone(hp["teacher_backbone"], hp["teacher_backbone_kwargs"]))
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        student = BlockwiseBackbone(backbone(hp["student_backbone"], hp["student_backbone_kwargs"]), keep_head=False)
+        self.student = AdaptedBlocks(student, self.teacher.shapes, "student")
+        self.assistant: AdaptedBlocks | None = None
+        if hp["use_assistant"]:
+            assistant = BlockwiseBackbone(
+                backbone(hp["assistant_backbone"], hp["assistant_backbone_kwargs"]), keep_head=False
+            )
+            self.assistant = AdaptedBlocks(assistant, self.teacher.shapes, "assistant")
+        self.student_loss = StudentDistillationLoss(hp["loss_reduction"])  # Eq. (11)
+        self.assistant_loss = ResidualDistillationLoss(hp["loss_reduction"], detach_student=True)  # Eq. (12)
+
+        # FHN (§3.1): G = G_c + tri-path generator; mix-adversarial discriminator D = (D_i, D_d).
+        self.fhn: FaceHallucinationNet | None = None
+        if hp["use_fhn"]:
+            self.fhn = FaceHallucinationNet(
+                channels=hp["fhn_channels"],
+                feature_channels=hp["fhn_feature_channels"],
+                blocks=hp["fhn_blocks"],
+                num_landmarks=hp["num_landmarks"],
+                num_parsing_classes=hp["num_parsing_classes"],
+                domain_dim=hp["domain_dim"],
+            )
+        bandwidths = hp["mmd_bandwidths"] or [0.125, 0.25, 0.5, 1.0, 2.0]
+        self.mmd = MKMMD(  # Eqs. (7)-(9)
+            bandwidths, learn_weights=hp["learn_kernel_weights"], gather_distributed=hp["mmd_gather_distributed"]
+        )
+        self.pixel_loss = PixelLoss(hp["loss_reduction"])  # Eqs. (2), (5)
+        self.landmark_loss = LandmarkHeatmapLoss(hp["loss_reduction"])  # Eq. (3)
+        self.parsing_loss = ParsingLoss(hp["loss_reduction"])  # Eq. (4)
+        self.quality_metrics = nn.ModuleDict()
+        self.sr_quality: dict[str, list[dict[str, Any]]] = {}
+
+    @property
+    def eval_mode(self) -> str:
+        """The probe path used by :meth:`embed_lr` (settable, e.g. to evaluate Table 1's ablations)."""
+        return self._eval_mode
+
+    @eval_mode.setter
+    def eval_mode(self, mode: str) -> None:
+        if mode not in get_args(EvalMode):
+            raise ValueError(f"model.eval_mode must be one of {get_args(EvalMode)}, got {mode!r}")
+        if mode.startswith("fhn") and not self.hparams["use_fhn"]:
+            raise ValueError(f"model.eval_mode={mode!r} needs FHN, but this model has use_fhn: false")
+        self._eval_mode = mode
+
+    def train(self, mode: bool = True) -> Self:
+        super().train(mode)
+        self.teacher.eval()  # N_T is pre-trained on HR faces and frozen, BatchNorm statistics included.
+        return self
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.trainer.ckpt_path is None:
+            load_pretrained(self.teacher.net, self.hparams["teacher_weights"], "model.teacher_weights")
+
+    # ------------------------------------------------------------------------------------------ embedding
+    def embed(self, images: Tensor) -> Tensor:
+        """HR gallery faces: the teacher's embedding ``f_T`` (§3.3)."""
+        return self.teacher.embed(images)
+
+    def super_resolve(self, lr: Tensor) -> FHNOutput:
+        """FHN on LR probes (bicubic-upsampled to the HR size): coarse and SR faces, heatmaps, parsing scores.
+
+        Args:
+            lr: ``(B, 3, H, W)`` probes in ``[0, 1]``.
+
+        Returns:
+            :class:`~crossres.nn.hallucination.FHNOutput` (``sr`` not clamped).
+
+        Raises:
+            RuntimeError: if the model was built with ``use_fhn: false``.
+        """
+        if self.fhn is None:
+            raise RuntimeError("this RIM was built with use_fhn: false and has no FHN")
+        return self.fhn(lr)
+
+    def embed_lr(self, images: Tensor, lr_size: Tensor) -> Tensor:
+        """LR probes, by ``eval_mode``: ``f_S = f_S^K + f_A^K`` on the SR face through the teacher's head (``rim``)."""
+        if self.eval_mode == "teacher":
+            return self.teacher.embed(images)
+        probe = self.super_resolve(images).sr if self.fhn is not None else images
+        if self.eval_mode == "fhn_teacher":
+            return self.teacher.embed(probe)
+        feature = self.student(probe)[-1]
+        if self.eval_mode == "rim" and self.assistant is not None:
+            feature = feature + self.assistant(probe)[-1]  # §3.2: f_S = f_S^K + f_A^K
+        return self.teacher.head(feature)
+
+    # ------------------------------------------------------------------------------------------- training
+    def configure_optimizers(self) -> Any:
+        players: list[Any] = []
+        if self.fhn is not None:
+            players.append(
+                [
+                    {"params": self.fhn.generator_parameters(), "name": "generator"},
+                    {"params": list(self.fhn.integrator.parameters()), "name": "integrator"},
+                ]
+            )
+            domain = [*self.fhn.domain.parameters(), *(p for p in self.mmd.parameters() if p.requires_grad)]
+            players.append([{"params": domain, "name": "domain"}])
+        players.append([{"params": list(self.student.parameters()), "name": "student"}])
+        if self.assistant is not None:
+            players.append([{"params": list(self.assistant.parameters()), "name": "assistant"}])
+        return [self._optimizer(groups) for groups in players]
+
+    def player_names(self) -> list[str]:
+        """Names of the players, in the order of ``configure_optimizers``."""
+        names = ["fhn", "domain"] if self.fhn is not None else []
+        return names + ["student"] + (["assistant"] if self.assistant is not None else [])
+
+    def _optimizer(self, groups: list[dict[str, Any]]) -> dict[str, Any]:
+        hp = self.hparams
+        if hp["optimizer"] != "rmsprop":
+            return self.optimizer_and_scheduler(groups)
+        optimizer = torch.optim.RMSprop(groups, lr=hp["lr"], weight_decay=hp["weight_decay"])  # §4
+        milestones, gamma, warmup = sorted(hp["milestones"] or []), hp["lr_gamma"], hp["warmup_epochs"]
+
+        def factor(epoch: int) -> float:
+            ramp = min(1.0, (epoch + 1) / warmup) if warmup > 0 else 1.0
+            return ramp * gamma ** sum(epoch >= m for m in milestones)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def _step(self, optimizer: Any, loss: Tensor) -> None:
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        clip = self.hparams["gradient_clip"]
+        if clip is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+
+    def _finite(self, losses: dict[str, Tensor]) -> bool:
+        return all(self.check_finite(name, value) for name, value in losses.items())
+
+    def _prior_targets(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        if "landmarks" not in batch:
+            raise ValueError(
+                "model.use_priors is true, but the training batch has no 'landmarks' (68 iBUG points per face) for "
+                "the landmark and parsing losses of RIM Eqs. (3)-(4): train on data with landmarks (data.train_format: "
+                "synthetic gives exact ones) or set model.use_priors: false"
+            )
+        landmarks = batch["landmarks"].float()
+        if landmarks.shape[1] != self.hparams["num_landmarks"]:
+            raise ValueError(
+                f"batch['landmarks'] has {landmarks.shape[1]} points but model.num_landmarks is "
+                f"{self.hparams['num_landmarks']}"
+            )
+        # FHN predicts its priors at 1/PRIOR_STRIDE of the face size: a map pixel j covers face pixels s*j ... s*j+s-1,
+        # centred at s*j + (s-1)/2 (pixel centres at integer coordinates, as crossres.data.priors).
+        stride = PRIOR_STRIDE
+        size = (self.image_size[0] // stride, self.image_size[1] // stride)
+        centred = (landmarks - (stride - 1) / 2) / stride
+        heatmaps = landmarks_to_heatmaps(centred, size, sigma=self.hparams["heatmap_sigma"] / stride)
+        parsing = batch.get("parsing")
+        if parsing is None:  # real data without parsing labels: parsing estimated from the landmarks
+            parsing = landmarks_to_parsing(centred, size)
+        else:
+            parsing = parsing[..., ::stride, ::stride]
+        return heatmaps, parsing.long()
+
+    def _recognition_losses(self, teacher: list[Tensor], probe: Tensor) -> tuple[Tensor, Tensor | None]:
+        student = self.student(probe)
+        loss_s = self.student_loss(teacher[-1], student[-1])  # Eq. (11)
+        if self.assistant is None:
+            return loss_s, None
+        return loss_s, self.assistant_loss(teacher, student, self.assistant(probe))  # Eq. (12)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        hp = self.hparams
+        optimizers = self.optimizers()
+        opts = dict(zip(self.player_names(), optimizers if isinstance(optimizers, list) else [optimizers], strict=True))
+        hr, lr = batch["hr"], batch["lr"]
+        n = hr.shape[0]
+        with torch.no_grad():
+            teacher_maps = self.teacher(hr)  # f_T^1 ... f_T^K on the HR face
+        probe = lr
+        if self.fhn is not None:
+            # Player FHN (θ_G, θ_i): min Eq. (1) (and Eq. (5) for θ_i), plus the HRN losses through I_sr (§3.3).
+            with self.toggled_optimizer(opts["fhn"]):
+                out = self.fhn(lr, hr)
+                assert out.maps_hr is not None
+                terms = {
+                    "mmd": self.mmd(self.fhn.domain(out.maps), self.fhn.domain(out.maps_hr)),  # Eqs. (7)-(9)
+                    "pixel": self.pixel_loss(out.sr, hr),  # Eq. (2)
+                }
+                if hp["use_priors"]:
+                    heatmaps, parsing = self._prior_targets(batch)
+                    terms["landmark"] = self.landmark_loss(out.heatmaps, heatmaps)  # Eq. (3)
+                    terms["parsing"] = self.parsing_loss(out.parsing_logits, parsing)  # Eq. (4)
+                # Eq. (1): L_G = L_domain + λ0 L_pixel + λ1 L_landmark + λ2 L_parsing
+                loss_fhn = hp["lambda_domain"] * terms["mmd"] + hp["lambda_pixel"] * terms["pixel"]
+                if hp["use_priors"]:
+                    loss_fhn = loss_fhn + hp["lambda_landmark"] * terms["landmark"]
+                    loss_fhn = loss_fhn + hp["lambda_parsing"] * terms["parsing"]
+                if hp["lambda_recognition"] > 0:  # §3.3: end to end, HRN's losses reach FHN through I_sr
+                    loss_s, loss_a = self._recognition_losses(teacher_maps, out.sr)
+                    terms["recognition"] = loss_s if loss_a is None else loss_s + loss_a
+                    loss_fhn = loss_fhn + hp["lambda_recognition"] * terms["recognition"]
+                terms["fhn"] = loss_fhn
+                if not self._finite(terms):
+                    return
+                self._step(opts["fhn"], loss_fhn)
+            for name, value in terms.items():
+                key = "train_mmd" if name == "mmd" else f"train_loss_{name}"
+                self.log(key, value.detach(), batch_size=n, prog_bar=name == "fhn")
+            self.log("train_psnr_sr", psnr(out.sr.detach().clamp(0, 1), hr), batch_size=n)
+
+            # Player D_d (θ_d, β): max L_domain, i.e. min Eq. (6) L_Dd = -L_domain, on the detached maps.
+            with self.toggled_optimizer(opts["domain"]):
+                mmd = self.mmd(self.fhn.domain(out.maps.detach()), self.fhn.domain(out.maps_hr.detach()))
+                loss_domain = -mmd
+                if not self._finite({"domain": loss_domain}):
+                    return
+                self._step(opts["domain"], loss_domain)
+            self.log("train_loss_domain", loss_domain.detach(), batch_size=n)
+            for u, beta in enumerate(self.mmd.kernel_weights.detach()):
+                self.log(f"train_kernel_weight_{u}", beta, batch_size=n)
+            probe = out.sr.detach()
+
+        # Player N_S: min Eq. (11) on the SR face.
+        with self.toggled_optimizer(opts["student"]):
+            student_maps = self.student(probe)
+            loss_student = self.student_loss(teacher_maps[-1], student_maps[-1])
+            if not self._finite({"student": loss_student}):
+                return
+            self._step(opts["student"], loss_student)
+        self.log("train_loss_student", loss_student.detach(), batch_size=n, prog_bar=True)
+
+        # Player N_A: min Eq. (12), the residuals f_T^k - f_S^k at every block (f_S^k constants).
+        if self.assistant is not None:
+            with self.toggled_optimizer(opts["assistant"]):
+                loss_assistant = self.assistant_loss(
+                    teacher_maps, [f.detach() for f in student_maps], self.assistant(probe)
+                )
+                if not self._finite({"assistant": loss_assistant}):
+                    return
+                self._step(opts["assistant"], loss_assistant)
+            self.log("train_loss_assistant", loss_assistant.detach(), batch_size=n, prog_bar=True)
+
+    def on_train_epoch_end(self) -> None:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()  # type: ignore[call-arg]
+
+    # ----------------------------------------------------------------------------------------- evaluation
+    def _quality_metric(self, split: str, protocol: str, kind: str) -> Any:
+        key = f"{split}__{protocol}__{kind}"
+        if key not in self.quality_metrics:
+            metric = PeakSignalNoiseRatio() if kind.startswith("psnr") else StructuralSimilarityIndexMeasure()
+            self.quality_metrics[key] = metric.to(self.device)
+        return self.quality_metrics[key]
+
+    def _quality_step(self, split: str, batch: dict[str, Any]) -> None:
+        # Table 4: PSNR / SSIM of the SR face and of the bicubic probe against the HR face.
+        if self.fhn is None:
+            return
+        sizes = self.hparams["quality_lr_sizes"]
+        hr = batch["hr1"]
+        for protocol, lr in batch["lr1"].items():
+            if sizes is not None and protocol not in {f"{int(s)}px" for s in sizes}:
+                continue
+            sr = self.super_resolve(lr).sr.clamp(0, 1)
+            for kind, image in (("sr", sr), ("bicubic", lr.clamp(0, 1))):
+                self._quality_metric(split, protocol, f"psnr_{kind}").update(image, hr)
+                self._quality_metric(split, protocol, f"ssim_{kind}").update(image, hr)
+
+    def _quality_epoch_end(self, split: str) -> None:
+        protocols: dict[str, dict[str, float]] = {}
+        for key, metric in self.quality_metrics.items():
+            own_split, protocol, kind = key.split("__")
+            if own_split != split or metric.update_count == 0:  # type: ignore[operator]
+                continue
+            value = float(metric.compute())  # type: ignore[operator]
+            metric.reset()  # type: ignore[operator]
+            protocols.setdefault(protocol, {})[kind] = value
+            self.log(f"{split}_{kind}_{protocol}", value, batch_size=1)
+        self.sr_quality[split] = [{"split": split, "protocol": p} | v for p, v in sorted(protocols.items())]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        super().validation_step(batch, batch_idx, dataloader_idx)
+        self._quality_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        self._quality_epoch_end("val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        super().test_step(batch, batch_idx, dataloader_idx)
+        self._quality_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        self._quality_epoch_end("test")

@@ -1,0 +1,164 @@
+"""Siamese cross-resolution training, ST, ST-M1 and ST-M2 (Knoche et al. 2021, 004 §5.2 and §6.2)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from crossres.losses.distance import CosineDistanceLoss
+from crossres.methods.base import CrossResMethod
+from crossres.nn.backbones import build_backbone
+from crossres.nn.heads import build_head
+
+__all__ = ["SiameseCR"]
+
+#: §5.2 weighs the distance loss by 25 with two branches, §6.2 by 3 per LR branch with five.
+_DEFAULT_DISTANCE_WEIGHT = {"st": 25.0, "st_m1": 25.0, "st_m2": 3.0}
+
+
+class SiameseCR(CrossResMethod):
+    """Weight-sharing branches, one per resolution, trained with cross-entropy per branch and a feature distance.
+
+    Paper:
+        Image resolution susceptibility of face recognition models (004). §5.2, ST: a siamese network whose
+        branches share their weights (one baseline network, ResNet-50 + ArcFace), the HR branch fed ``I_HR``, the
+        LR branch the same face degraded, ``I_LR``; the feature distance loss Eq. (6),
+        ``L_dist = 1 − cos(M(I_HR), M(I_LR))``, and Eq. (7): ``L = L_ce^HR + L_ce^LR + 25·L_dist``. §6.2, ST-M1:
+        the LR branch's size is drawn per face from ``{7, 14, 28, 56}``. ST-M2: five branches (112, 56, 28, 14,
+        7 px), a cross-entropy per branch, a distance loss "between the HR and the corresponding LR branch",
+        each weighted by 3.
+
+    Data: ST-r is ``data.lr_policy: fixed``, ``data.lr_sizes: [r]``; ST-M1 ``data.lr_policy: choice``,
+    ``data.lr_sizes: [7, 14, 28, 56]``; both with ``data.lr_prob: 1.0`` (every LR-branch face degraded). ST-M2
+    takes its LR branches from ``data.lr_views: [7, 14, 28, 56]`` (``batch["lr_views"]``), one branch per view.
+
+    Deviations:
+        * §6.2 speaks of "five feature distance losses" for five branches; the HR branch's distance to itself is
+          0, so ST-M2 has four distance terms (HR vs each LR branch), each weighted by ``distance_weight`` (3).
+        * Each branch is a separate forward pass of the one backbone, so BatchNorm normalises each resolution
+          with its own batch statistics, as separate siamese branches would; the running statistics are shared.
+        * The ArcFace layer is shared by the branches (the branches share all weights).
+        * Gradients of ``L_dist`` flow through both branches (the paper does not stop any gradient).
+        * At fit start the data module is checked: ``lr_prob < 1`` (some LR-branch faces left at HR) or a number
+          of LR sizes that contradicts ``mode`` warns; ST-M2 without ``data.lr_views`` is an error.
+
+    Args:
+        backbone: ``iresnet18`` … ``iresnet100`` (the paper's ResNet-50 is ``iresnet50``) or a timm model name.
+        backbone_kwargs: extra backbone arguments, e.g. ``{"width": 16}`` for a small iresnet.
+        embedding_size: feature dimension (the paper's 512).
+        head: classification head shared by the branches: ``arcface`` (the paper's), ``cosface`` or ``softmax``.
+        scale: margin heads' logit scale ``s``.
+        margin: margin ``m`` (``None``: the head's default, 0.5 for ArcFace).
+        mode: ``st`` (HR + one LR size), ``st_m1`` (HR + a per-face LR size) or ``st_m2`` (HR + one branch per
+            ``data.lr_views`` size).
+        distance_weight: weight of each distance term; ``None``: 25 for ``st``/``st_m1`` (Eq. (7)), 3 for
+            ``st_m2`` (§6.2).
+        **kwargs: optimisation and evaluation arguments of :class:`CrossResMethod`.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "iresnet18",
+        backbone_kwargs: dict[str, Any] | None = None,
+        embedding_size: int = 512,
+        head: Literal["softmax", "cosface", "arcface"] = "arcface",
+        scale: float = 64.0,
+        margin: float | None = None,
+        mode: Literal["st", "st_m1", "st_m2"] = "st",
+        distance_weight: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+
+    def build(self) -> None:
+        hp = self.hparams
+        if hp["mode"] not in _DEFAULT_DISTANCE_WEIGHT:
+            raise ValueError(f"model.mode must be 'st', 'st_m1' or 'st_m2', got {hp['mode']!r}")
+        weight = hp["distance_weight"]
+        if weight is not None and weight < 0:
+            raise ValueError(f"model.distance_weight must be >= 0 (or null for the paper's), got {weight}")
+        self.mode: str = hp["mode"]
+        self.distance_weight = float(weight) if weight is not None else _DEFAULT_DISTANCE_WEIGHT[self.mode]
+        # §5.2: "all branches share their weights": one backbone, one ArcFace layer.
+        self.backbone = build_backbone(
+            hp["backbone"],
+            embedding_size=hp["embedding_size"],
+            image_size=self.image_size,
+            **(hp["backbone_kwargs"] or {}),
+        )
+        self.head = build_head(
+            hp["head"], hp["embedding_size"], hp["num_classes"], scale=hp["scale"], margin=hp["margin"]
+        )
+        self.distance = CosineDistanceLoss(reduction="mean")
+
+    def embed(self, images: Tensor) -> Tensor:
+        return self.backbone(images)
+
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.mode == "st_m2":
+            views = getattr(datamodule, "lr_views", None)
+            if views is not None and not views:
+                raise ValueError(
+                    "SiameseCR(mode='st_m2') has one branch per LR view, but data.lr_views is empty; set "
+                    "data.lr_views: [7, 14, 28, 56] (004 §6.2)"
+                )
+            return
+        sampler = getattr(datamodule, "sampler", None)
+        if sampler is None:
+            return
+        if sampler.lr_prob < 1.0:
+            warnings.warn(
+                f"SiameseCR(mode={self.mode!r}): data.lr_prob={sampler.lr_prob} leaves some LR-branch faces at HR; "
+                "the paper degrades every LR-branch face (data.lr_prob: 1.0)",
+                stacklevel=2,
+            )
+        several = sampler.policy == "range" or len(sampler.sizes) > 1
+        if self.mode == "st" and several:
+            warnings.warn(
+                f"SiameseCR(mode='st') with several training LR sizes {sampler.sizes} is ST-M1; use mode: st_m1 "
+                "or data.lr_policy: fixed",
+                stacklevel=2,
+            )
+        if self.mode == "st_m1" and not several:
+            warnings.warn(
+                f"SiameseCR(mode='st_m1') with the single training LR size {sampler.sizes} is ST; set "
+                "data.lr_policy: choice, data.lr_sizes: [7, 14, 28, 56] (004 §6.2)",
+                stacklevel=2,
+            )
+
+    def branches(self, batch: dict[str, Any]) -> list[tuple[str, Tensor]]:
+        """The branches' inputs, HR first: ``[("hr", I_HR), ("lr", I_LR)]``, or for ST-M2 one per LR view."""
+        if self.mode != "st_m2":
+            return [("hr", batch["hr"]), ("lr", batch["lr"])]
+        views = batch.get("lr_views") or {}
+        if not views:
+            raise KeyError(
+                "SiameseCR(mode='st_m2') needs batch['lr_views'] (one LR branch per view); set "
+                "data.lr_views: [7, 14, 28, 56]"
+            )
+        return [("hr", batch["hr"]), *views.items()]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        labels = batch["label"]
+        batch_size = labels.numel()
+        branches = self.branches(batch)
+        # Each branch is the same network M(·) (shared weights), run once per resolution.
+        features = {name: self.embed(images) for name, images in branches}
+        hr_features = features["hr"]
+        total = hr_features.new_zeros(())
+        two_branch = self.mode != "st_m2"
+        for name, branch_features in features.items():
+            cross_entropy = F.cross_entropy(self.head(branch_features, labels), labels)  # L_ce per branch
+            total = total + cross_entropy
+            self.log(f"train_loss_ce_{name}", cross_entropy, batch_size=batch_size)
+            if name == "hr":
+                continue
+            distance = self.distance(hr_features, branch_features)  # Eq. (6): L_dist, HR vs this LR branch
+            total = total + self.distance_weight * distance  # Eq. (7) (ST-M2: §6.2, weight 3 per branch)
+            self.log("train_loss_dist" if two_branch else f"train_loss_dist_{name}", distance, batch_size=batch_size)
+        self.log("train_loss", total, prog_bar=True, batch_size=batch_size)
+        return self.finite_or_none("siamese_cr", total)

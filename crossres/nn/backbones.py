@@ -1,0 +1,263 @@
+"""Face recognition backbones: insightface-compatible IResNets and any timm model by name.
+
+Every backbone maps float images in ``[0, 1]`` of shape ``(B, 3, H, W)`` to embeddings ``(B, embedding_size)``
+(not L2-normalised) and applies insightface's input normalisation ``(x - 0.5) / 0.5`` itself, so callers never
+normalise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import timm
+import torch
+from torch import Tensor, nn
+
+__all__ = ["BACKBONES", "IBasicBlock", "IResNet", "build_backbone", "embedding_dim"]
+
+_IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {
+    "iresnet18": (2, 2, 2, 2),
+    "iresnet34": (3, 4, 6, 3),
+    "iresnet50": (3, 4, 14, 3),
+    "iresnet100": (3, 13, 30, 3),
+}
+
+BACKBONES: tuple[str, ...] = tuple(_IRESNET_LAYERS)
+"""Built-in backbone names; any other name is looked up in timm."""
+
+# insightface's arcface_torch uses the PyTorch default eps for every BatchNorm of the IResNet.
+_BN_EPS = 1e-5
+_STRIDE = 16  # four stride-2 stages
+
+
+def _normalise_input(x: Tensor) -> Tensor:
+    # insightface's preprocessing: pixels in [0, 1] -> [-1, 1].
+    return (x - 0.5) / 0.5
+
+
+class IBasicBlock(nn.Module):
+    """Pre-activation residual block of the IResNet (ArcFace's "improved residual unit": BN-Conv-BN-PReLU-Conv-BN).
+
+    State-dict keys match insightface's ``IBasicBlock``: ``bn1, conv1, bn2, prelu, conv2, bn3, downsample.{0,1}``.
+
+    Args:
+        in_channels: Channels of the block input.
+        channels: Channels of the block output.
+        stride: Stride of the second convolution (and of the shortcut projection).
+    """
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_channels, eps=_BN_EPS)
+        self.conv1 = nn.Conv2d(in_channels, channels, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels, eps=_BN_EPS)
+        self.prelu = nn.PReLU(channels)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(channels, eps=_BN_EPS)
+        self.downsample: nn.Sequential | None = None
+        if stride != 1 or in_channels != channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, channels, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(channels, eps=_BN_EPS),
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
+        identity = x if self.downsample is None else self.downsample(x)
+        return out + identity
+
+
+class IResNet(nn.Module):
+    """IResNet of ArcFace (Deng et al.), state-dict compatible with insightface's ``arcface_torch`` backbones.
+
+    The keys of ``state_dict()`` are exactly those of insightface's ``IResNet`` (``conv1, bn1, prelu,
+    layer1..layer4, bn2, fc, features``), so the released ``backbone.pth`` files load with ``strict=True`` at
+    ``width=64`` and a 112x112 input. ``forward`` takes images in ``[0, 1]`` and normalises them as insightface
+    does; the normalisation has no parameters or buffers.
+
+    Args:
+        layers: Number of residual blocks in each of the four stages, e.g. ``(3, 4, 14, 3)`` for iresnet50.
+        embedding_size: Output dimension (insightface's ``num_features``).
+        image_size: Input ``(h, w)``; both must be multiples of 16.
+        width: Channels of the first stage; the stages have ``width * (1, 2, 4, 8)`` channels (64 as insightface).
+        dropout: Dropout probability before the ``fc`` layer.
+
+    Raises:
+        ValueError: If ``image_size`` is not a pair of positive multiples of 16, or ``width``, ``layers`` or
+            ``dropout`` are out of range.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[int],
+        embedding_size: int = 512,
+        image_size: tuple[int, int] = (112, 112),
+        width: int = 64,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(layers) != 4 or any(int(n) < 1 for n in layers):
+            raise ValueError(f"layers must be four positive block counts, got {tuple(layers)}")
+        if width < 1:
+            raise ValueError(f"width must be a positive number of channels (64 as insightface), got {width}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if embedding_size < 1:
+            raise ValueError(f"embedding_size must be positive, got {embedding_size}")
+        height, width_px = _check_image_size(image_size, "iresnet")
+        self.embedding_size = embedding_size
+        self.image_size = (height, width_px)
+
+        channels = [width, 2 * width, 4 * width, 8 * width]
+        self.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width, eps=_BN_EPS)
+        self.prelu = nn.PReLU(width)
+        in_channels = width
+        stages = []
+        for out_channels, blocks in zip(channels, layers, strict=True):
+            stage = [IBasicBlock(in_channels, out_channels, stride=2)]
+            stage += [IBasicBlock(out_channels, out_channels) for _ in range(int(blocks) - 1)]
+            stages.append(nn.Sequential(*stage))
+            in_channels = out_channels
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.bn2 = nn.BatchNorm2d(in_channels, eps=_BN_EPS)
+        self.dropout = nn.Dropout(p=dropout)
+        self.fc = nn.Linear(in_channels * (height // _STRIDE) * (width_px // _STRIDE), embedding_size)
+        # insightface: the embedding BatchNorm keeps a fixed unit scale (only its shift is learned).
+        self.features = nn.BatchNorm1d(embedding_size, eps=_BN_EPS)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # Initialisation of insightface's arcface_torch IResNet.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, 0.0, 0.1)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.ones_(self.features.weight)
+        self.features.weight.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Embed a batch of faces.
+
+        Args:
+            x: Images in ``[0, 1]``, shape ``(B, 3, H, W)`` with ``(H, W) == image_size``.
+
+        Returns:
+            Embeddings ``(B, embedding_size)``, not normalised.
+        """
+        x = self.prelu(self.bn1(self.conv1(_normalise_input(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = torch.flatten(self.bn2(x), 1)
+        return self.features(self.fc(self.dropout(x)))
+
+
+def _check_image_size(image_size: Sequence[int], backbone: str) -> tuple[int, int]:
+    if len(image_size) != 2 or any(int(s) != s or s <= 0 for s in image_size):
+        raise ValueError(f"image_size must be a pair (h, w) of positive ints, got {image_size!r}")
+    height, width = int(image_size[0]), int(image_size[1])
+    if height % _STRIDE or width % _STRIDE:
+        raise ValueError(
+            f"image_size={tuple(image_size)} is not supported by backbone {backbone!r}: height and width must be "
+            f"multiples of {_STRIDE}, e.g. 112x112 or 112x96"
+        )
+    return height, width
+
+
+def _normalise_input_hook(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    # Forward pre-hook: applies insightface's [0, 1] -> [-1, 1] normalisation without touching the state dict.
+    return (_normalise_input(args[0]), *args[1:])
+
+
+def _build_timm(name: str, embedding_size: int, image_size: tuple[int, int], **kwargs: Any) -> nn.Module:
+    if not timm.is_model(name):
+        raise ValueError(
+            f"unknown backbone {name!r}: expected one of the built-in {', '.join(BACKBONES)} or a timm model name "
+            "(see timm.list_models())"
+        )
+    model = timm.create_model(name, pretrained=False, num_classes=embedding_size, **kwargs)
+    model.register_forward_pre_hook(_normalise_input_hook)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, 3, *image_size))
+    except Exception as error:  # timm raises assorted errors for unsupported sizes
+        raise ValueError(
+            f"image_size={tuple(image_size)} does not work with timm backbone {name!r} ({error}); "
+            "pick a size the model supports or pass its size argument (e.g. img_size=... for ViTs)"
+        ) from error
+    finally:
+        model.train(was_training)
+    if tuple(out.shape) != (2, embedding_size):
+        raise ValueError(
+            f"timm backbone {name!r} returned shape {tuple(out.shape)} for image_size={tuple(image_size)}, "
+            f"expected (B, {embedding_size}); it must honour num_classes=embedding_size"
+        )
+    model.embedding_size = embedding_size  # type: ignore[assignment]
+    model.image_size = tuple(image_size)  # type: ignore[assignment]
+    return model
+
+
+def build_backbone(
+    name: str, embedding_size: int = 512, image_size: tuple[int, int] = (112, 112), **kwargs: Any
+) -> nn.Module:
+    """Build a face recognition backbone by name.
+
+    The returned module maps images in ``[0, 1]``, shape ``(B, 3, H, W)``, to embeddings ``(B, embedding_size)``
+    (not normalised) and applies ``(x - 0.5) / 0.5`` itself: inside :meth:`IResNet.forward` for the iresnets, and
+    as a forward pre-hook for timm models (so their state-dict keys stay timm's; calling their ``forward_features``
+    directly bypasses the hook).
+
+    Args:
+        name: ``"iresnet18"``, ``"iresnet34"``, ``"iresnet50"``, ``"iresnet100"`` (insightface-compatible keys),
+            or any timm model name (built with ``pretrained=False, num_classes=embedding_size``).
+        embedding_size: Output dimension.
+        image_size: Input ``(h, w)``. The iresnets need multiples of 16 (112x112 -> 7x7 before ``fc``);
+            timm models are checked with a dry forward pass.
+        **kwargs: For the iresnets ``width: int = 64`` (channels of the first stage) and
+            ``dropout: float = 0.0``; for timm models, passed to ``timm.create_model``.
+
+    Returns:
+        The backbone, in training mode, with an ``embedding_size`` attribute.
+
+    Raises:
+        ValueError: If ``name`` is neither built in nor a timm model, if ``image_size`` does not suit the
+            backbone, or if ``kwargs`` are not accepted by an iresnet.
+    """
+    image_size = tuple(image_size)  # type: ignore[assignment]
+    if name in _IRESNET_LAYERS:
+        unknown = sorted(set(kwargs) - {"width", "dropout"})
+        if unknown:
+            raise ValueError(f"unexpected arguments {unknown} for backbone {name!r}: it accepts width and dropout")
+        _check_image_size(image_size, name)
+        width = kwargs.get("width", 64)
+        dropout = kwargs.get("dropout", 0.0)
+        if not isinstance(width, int) or not isinstance(dropout, (int, float)):
+            raise ValueError(f"width must be an int and dropout a float, got width={width!r}, dropout={dropout!r}")
+        return IResNet(_IRESNET_LAYERS[name], embedding_size, image_size, width=width, dropout=float(dropout))
+    return _build_timm(name, embedding_size, image_size, **kwargs)
+
+
+def embedding_dim(backbone: nn.Module) -> int:
+    """Return the embedding dimension of a backbone made by :func:`build_backbone`.
+
+    Args:
+        backbone: A module with an ``embedding_size`` attribute, or a timm classifier (``num_classes``).
+
+    Returns:
+        The size of the last dimension of the backbone's output.
+
+    Raises:
+        ValueError: If the dimension cannot be read from the module.
+    """
+    for attribute in ("embedding_size", "num_classes"):
+        size = getattr(backbone, attribute, None)
+        if isinstance(size, int) and size > 0:
+            return size
+    raise ValueError(
+        f"cannot read the embedding size of {type(backbone).__name__}: expected an `embedding_size` attribute "
+        "(set by build_backbone)"
+    )

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(2)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+# A run small enough for a 2-core CPU: 32 px faces, a width-8 iresnet18, two training batches.
+TINY_DATA = [
+    "--data.image_size=[32, 32]",
+    "--data.num_identities=6",
+    "--data.images_per_identity=4",
+    "--data.synthetic_pairs=40",
+    "--data.protocols=[4, 8]",
+    "--data.lr_sizes=[4, 8]",
+    "--data.batch_size=8",
+    "--data.eval_batch_size=16",
+    "--data.num_workers=0",
+]
+TINY_TRAINER = [
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=2",
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.num_sanity_val_steps=0",
+    "--trainer.logger=null",
+    "--trainer.callbacks=null",
+]
+
+
+@pytest.fixture
+def tiny_args(tmp_path: Path) -> list[str]:
+    return [f"--runs_dir={tmp_path / 'runs'}", *TINY_TRAINER, *TINY_DATA]
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip("../shared is absent")
+    return SHARED

@@ -1,0 +1,144 @@
+"""The real command line, end to end, on tiny synthetic data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from crossres.cli import main
+from crossres.methods import Baseline
+
+from .conftest import REPO
+
+TINY_MODEL = [
+    "--model=Baseline",
+    "--model.backbone=iresnet18",
+    "--model.backbone_kwargs={width: 8}",
+    "--model.embedding_size=32",
+    "--model.lr=0.05",
+]
+
+
+def _fit(args: list[str], name: str = "tiny") -> Path:
+    main(["fit", *args, *TINY_MODEL, f"--name={name}"])
+    return Path(next(a.split("=", 1)[1] for a in args if a.startswith("--runs_dir="))) / name
+
+
+def test_fit_then_test_roundtrip(tiny_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    run = _fit(tiny_args)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    assert (run / "config.yaml").is_file()
+    assert (run / "results_val.csv").is_file()
+    out = capsys.readouterr().out
+    assert "HR-LR acc %" in out and "synthetic" in out
+
+    main(["test", *tiny_args, *TINY_MODEL, "--name=tiny", f"--ckpt_path={ckpt}"])
+    tests = list(run.glob("test-*/results_test.csv"))
+    assert len(tests) == 1
+    text = tests[0].read_text()
+    for comparison in ("HR-HR", "LR-LR", "HR-LR"):
+        assert comparison in text
+    # The fit's own results are still there: test never writes over them.
+    assert (run / "results_val.csv").is_file()
+
+
+def test_fit_refuses_existing_run_and_overwrite_replaces(tiny_args: list[str]) -> None:
+    run = _fit(tiny_args)
+    marker = run / "checkpoints" / "last.ckpt"
+    before = marker.stat().st_mtime_ns
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        _fit(tiny_args)
+    assert marker.stat().st_mtime_ns == before
+    _fit([*tiny_args, "--overwrite=true"])
+    assert marker.is_file()
+
+
+def test_missing_checkpoint_is_named(tiny_args: list[str]) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.ckpt"):
+        main(["test", *tiny_args, *TINY_MODEL, "--ckpt_path=nope.ckpt"])
+
+
+def test_unknown_key_is_named(tiny_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", *tiny_args, *TINY_MODEL, "--model.not_a_key=1"])
+    assert "not_a_key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad, key", [("--data.lr_sizes=[0]", "sizes"), ("--data.lr_sizes=[64]", "sizes")])
+def test_bad_lr_size_is_named(tiny_args: list[str], bad: str, key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        main(["fit", *tiny_args, *TINY_MODEL, bad])
+
+
+def test_image_size_the_backbone_cannot_take(tiny_args: list[str]) -> None:
+    args = [a for a in tiny_args if not a.startswith("--data.image_size")]
+    with pytest.raises(ValueError, match="image_size"):
+        main(["fit", *args, *TINY_MODEL, "--data.image_size=[30, 30]"])
+
+
+def test_checkpoint_reload_gives_identical_embeddings(tiny_args: list[str]) -> None:
+    run = _fit(tiny_args)
+    model = Baseline.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    again = Baseline.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    model.eval(), again.eval()
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.embed(x), again.embed(x))
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert torch.equal(model.state_dict()["backbone.conv1.weight"], state["backbone.conv1.weight"])
+
+
+def test_every_experiment_config_parses() -> None:
+    configs = sorted((REPO / "experiments").glob("*.yaml"))
+    assert configs, "no experiment configs"
+    for config in configs:
+        cfg = yaml.safe_load(config.read_text())
+        assert "model" in cfg, f"{config} has no model"
+        result = subprocess.run(
+            [sys.executable, "-m", "crossres", "fit", "-c", str(config), "--print_config"],
+            capture_output=True, text=True, cwd=REPO, timeout=120,
+        )
+        assert result.returncode == 0, f"{config}: {result.stderr[-2000:]}"
+
+
+def test_configs_compose() -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "crossres", "fit",
+            "-c", "experiments/trainer/default.yaml",
+            "-c", "experiments/data/synthetic.yaml",
+            "-c", "experiments/baseline.yaml",
+            "--print_config",
+        ],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = yaml.safe_load(result.stdout)
+    assert printed["model"]["class_path"] == "crossres.methods.Baseline"
+
+
+def test_model_help_lists_documented_arguments() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "crossres", "fit", "--model.help", "Baseline"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for argument in ("--model.backbone", "--model.train_on", "--model.lr", "--model.flip_test"):
+        assert argument in result.stdout
+    assert "margin" in result.stdout
+
+
+@pytest.mark.parametrize("script", ["crossres", "lightning"])
+def test_console_scripts(script: str) -> None:
+    exe = Path(sys.executable).parent / script
+    assert exe.exists(), f"console script {script} not installed"
+    result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    for subcommand in ("fit", "validate", "test", "predict"):
+        assert subcommand in result.stdout
