@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,15 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
-from crossres.data.datamodule import FaceDataModule
 import crossres.methods  # noqa: F401  (registers every method for --model)
+from crossres.data.datamodule import FaceDataModule
 from crossres.methods.base import CrossResMethod
-from crossres.report.tables import results_table, write_results
+from crossres.report.tables import results_table, write_results, write_scores
 
 __all__ = ["CrossResCLI", "main"]
 
 _CKPT_ALIASES = ("last", "best", "hpc", "registry")
+_COMMANDS = ("report", "export", "align")
 
 
 def _global_rank() -> int:
@@ -82,8 +84,11 @@ class CrossResCLI(LightningCLI):
             )
         elif isinstance(logger, Namespace) and "WandbLogger" in logger.class_path:
             init = logger.init_args
-            init.save_dir = init.get("save_dir") or str(run_dir)
+            if init.get("save_dir") in (None, "", "."):  # WandbLogger's default "." would scatter runs
+                init.save_dir = str(run_dir)
             init.name = init.get("name") or name
+        if not cfg.trainer.get("plugins"):
+            cfg.trainer.plugins = [Namespace(class_path="crossres.checkpoint_io.AtomicCheckpointIO")]
         if cfg.trainer.get("default_root_dir") is None:
             cfg.trainer.default_root_dir = str(run_dir)
         if self.subcommand == "fit" and not cfg.checkpoint.get("dirpath"):
@@ -116,6 +121,7 @@ class CrossResCLI(LightningCLI):
         # Not `trainer.log_dir`: it broadcasts, and the other ranks have already returned.
         log_dir = Path(getattr(self.trainer.logger, "log_dir", None) or self.run_dir)
         write_results(rows, log_dir, split)
+        write_scores(model.eval_scores.get(split, {}), log_dir, split)
         title = f"{type(model).__name__}: {split} verification (10-fold accuracy)"
         print("\n" + results_table(rows, title=title) + f"\n\n(results in {log_dir})\n", flush=True)
 
@@ -130,7 +136,19 @@ class CrossResCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> Any:
-    """Run the crossres command line (``crossres`` and ``lightning`` console scripts, ``python -m crossres``)."""
+    """Run the crossres command line (``crossres`` and ``lightning`` console scripts, ``python -m crossres``).
+
+    ``fit``/``validate``/``test``/``predict`` go to :class:`CrossResCLI`; ``report``/``export``/``align`` to
+    :mod:`crossres.commands`.
+    """
+    argv = sys.argv[1:] if args is None else args
+    if argv and argv[0] in _COMMANDS:
+        from crossres.commands import run
+
+        code = run(argv)
+        if args is None:
+            sys.exit(code)
+        return code
     return CrossResCLI(
         CrossResMethod,
         FaceDataModule,

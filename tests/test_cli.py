@@ -102,7 +102,10 @@ def test_every_experiment_config_parses() -> None:
         assert "model" in cfg, f"{config} has no model"
         result = subprocess.run(
             [sys.executable, "-m", "crossres", "fit", "-c", str(config), "--print_config"],
-            capture_output=True, text=True, cwd=REPO, timeout=120,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
         )
         assert result.returncode == 0, f"{config}: {result.stderr[-2000:]}"
 
@@ -110,13 +113,22 @@ def test_every_experiment_config_parses() -> None:
 def test_configs_compose() -> None:
     result = subprocess.run(
         [
-            sys.executable, "-m", "crossres", "fit",
-            "-c", "experiments/trainer/default.yaml",
-            "-c", "experiments/data/synthetic.yaml",
-            "-c", "experiments/baseline.yaml",
+            sys.executable,
+            "-m",
+            "crossres",
+            "fit",
+            "-c",
+            "experiments/trainer/default.yaml",
+            "-c",
+            "experiments/data/synthetic.yaml",
+            "-c",
+            "experiments/baseline.yaml",
             "--print_config",
         ],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     printed = yaml.safe_load(result.stdout)
@@ -126,7 +138,10 @@ def test_configs_compose() -> None:
 def test_model_help_lists_documented_arguments() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "crossres", "fit", "--model.help", "Baseline"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     for argument in ("--model.backbone", "--model.train_on", "--model.lr", "--model.flip_test"):
@@ -142,3 +157,36 @@ def test_console_scripts(script: str) -> None:
     assert result.returncode == 0
     for subcommand in ("fit", "validate", "test", "predict"):
         assert subcommand in result.stdout
+
+
+def test_predict_returns_normalised_embeddings(tiny_args: list[str]) -> None:
+    run = _fit(tiny_args)
+    cli = main(["predict", *tiny_args, *TINY_MODEL, "--name=tiny", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+    predictions = cli.trainer.predict_loop.predictions
+    batches = predictions[0] if isinstance(predictions[0], list) else predictions
+    first = batches[0]
+    assert {"hr1", "hr2", "lr1_4px", "lr2_8px", "pair_id", "issame"} <= set(first)
+    torch.testing.assert_close(first["hr1"].norm(dim=1), torch.ones(len(first["hr1"])))
+    assert sum(len(b["pair_id"]) for b in batches) == 40
+
+
+def test_wandb_logger_offline(tiny_args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    args = [a for a in tiny_args if a != "--trainer.logger=null"]
+    main(["fit", "-c", str(REPO / "experiments/trainer/wandb.yaml"), *args, *TINY_MODEL, "--name=wb"])
+    run = Path(next(a.split("=", 1)[1] for a in args if a.startswith("--runs_dir="))) / "wb"
+    assert list(run.glob("wandb/offline-run-*")), "no offline wandb run written"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_trainer_saves_checkpoints_atomically(tiny_args: list[str]) -> None:
+    from crossres.checkpoint_io import AtomicCheckpointIO
+    from crossres.cli import CrossResCLI
+    from crossres.data.datamodule import FaceDataModule
+    from crossres.methods.base import CrossResMethod
+
+    cli = CrossResCLI(
+        CrossResMethod, FaceDataModule, subclass_mode_model=True, auto_configure_optimizers=False, run=False,
+        args=[*tiny_args, *TINY_MODEL],
+    )
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)

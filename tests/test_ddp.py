@@ -27,8 +27,9 @@ def _rows(path: Path) -> dict[tuple[str, str, str], float]:
 
 
 def _run(*args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "crossres", *args], capture_output=True, text=True, cwd=REPO,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "crossres", *args], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-4000:]
 
 

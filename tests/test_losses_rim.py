@@ -129,10 +129,16 @@ def test_assistant_loss_eq12_matches_naive() -> None:
         reference = torch.zeros((), dtype=torch.float64)
         for k in range(len(shapes)):  # sum_k ||(f_T^k - f_S^k) - f_A^k||_2^2
             numel = t[k][0].numel()
-            block = sum(
-                sum(((t[k][b].flatten()[i] - s2[k][b].flatten()[i]) - a2[k][b].flatten()[i]) ** 2 for i in range(numel))
-                for b in range(2)
-            ) / 2
+            block = (
+                sum(
+                    sum(
+                        ((t[k][b].flatten()[i] - s2[k][b].flatten()[i]) - a2[k][b].flatten()[i]) ** 2
+                        for i in range(numel)
+                    )
+                    for b in range(2)
+                )
+                / 2
+            )
             reference = reference + (block / numel if reduction == "mean" else block)
         reference.backward()
         assert loss.item() == pytest.approx(reference.item(), rel=1e-10)
@@ -156,7 +162,11 @@ def test_pixel_loss_eq2_matches_naive() -> None:
         loss.backward()
         sr2 = sr.detach().clone().requires_grad_(True)
         total = sum(
-            (sr2[b, c, i, j] - hr[b, c, i, j]) ** 2 for b in range(2) for c in range(3) for i in range(4) for j in range(5)
+            (sr2[b, c, i, j] - hr[b, c, i, j]) ** 2
+            for b in range(2)
+            for c in range(3)
+            for i in range(4)
+            for j in range(5)
         )
         reference = total / 2 * scale  # sum over pixels (and colours) per image, mean over the batch
         reference.backward()  # type: ignore[union-attr]
@@ -173,7 +183,8 @@ def test_landmark_loss_eq3_matches_naive() -> None:
         p2 = pred.detach().clone().requires_grad_(True)
         n = 3  # 1/N sum_n sum_ij (H_sr - H_hr)^2, averaged over the batch
         per_image = [
-            sum(sum((p2[b, k, i, j] - target[b, k, i, j]) ** 2 for i in range(4) for j in range(4)) for k in range(n)) / n
+            sum(sum((p2[b, k, i, j] - target[b, k, i, j]) ** 2 for i in range(4) for j in range(4)) for k in range(n))
+            / n
             for b in range(2)
         ]
         reference = sum(per_image) / 2

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
 import torch
@@ -39,6 +39,7 @@ def load_pretrained(module: nn.Module, path: str | None, key: str, prefix: str |
             "backbone.pth with the same backbone arguments)."
         )
     load_backbone_weights(module, path, prefix=prefix)
+
 
 _COMPARISONS = {"hr_hr": "HR-HR", "lr_lr": "LR-LR", "hr_lr": "HR-LR"}
 
@@ -95,6 +96,7 @@ class CrossResMethod(pl.LightningModule):
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.eval_metrics = nn.ModuleDict()
         self.eval_results: dict[str, list[dict[str, Any]]] = {}
+        self.eval_scores: dict[str, dict[str, Tensor]] = {}
         self.skipped_steps = 0
         self.build()
 
@@ -197,16 +199,25 @@ class CrossResMethod(pl.LightningModule):
 
     def _eval_epoch_end(self, split: str) -> None:
         results: dict[tuple[str, str, str], dict[str, float]] = {}
-        for key, metric in self.eval_metrics.items():
+        scores: dict[str, Tensor] = {}
+        for key, module in self.eval_metrics.items():
+            metric = cast(VerificationMetric, module)
             parts = key.split("__")
             if parts[0] != split:
                 continue
-            if metric.update_count == 0:  # type: ignore[operator]
+            if metric.update_count == 0:
                 continue
             pair_set, comparison, protocol = parts[1], parts[2], parts[3] if len(parts) > 3 else ""
             results[(pair_set, comparison, protocol)] = metric.compute()
+            pair_id, pair_scores, issame = metric.last_scores
+            name = "__".join(parts[1:])
+            scores |= {
+                f"{name}__scores": pair_scores.cpu(),
+                f"{name}__pair_id": pair_id.cpu(),
+                f"{name}__issame": issame.cpu(),
+            }
             metric.reset()
-        rows = []
+        rows: list[dict[str, Any]] = []
         for (pair_set, comparison, protocol), values in sorted(results.items()):
             if comparison == "lr_hr":
                 continue
@@ -222,10 +233,13 @@ class CrossResMethod(pl.LightningModule):
             if comparison == "hr_lr":
                 self.log(f"{split}_tar_{suffix}", float(values["tar_at_far"]), batch_size=1, sync_dist=True)
         for comparison, label in _COMPARISONS.items():
-            accs = [r["acc"] for r in rows if r["comparison"] == label]
+            accs = [float(r["acc"]) for r in rows if r["comparison"] == label]
             if accs:
-                self.log(f"{split}_acc_{comparison}", sum(accs) / len(accs), batch_size=1, prog_bar=True, sync_dist=True)
+                self.log(
+                    f"{split}_acc_{comparison}", sum(accs) / len(accs), batch_size=1, prog_bar=True, sync_dist=True
+                )
         self.eval_results[split] = rows
+        self.eval_scores[split] = scores
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("val", batch)

@@ -60,7 +60,9 @@ class Baseline(CrossResMethod):
         if hp["train_on"] not in ("hr", "lr", "mixed"):
             raise ValueError(f"model.train_on must be 'hr', 'lr' or 'mixed', got {hp['train_on']!r}")
         self.backbone = build_backbone(
-            hp["backbone"], embedding_size=hp["embedding_size"], image_size=self.image_size,
+            hp["backbone"],
+            embedding_size=hp["embedding_size"],
+            image_size=self.image_size,
             **(hp["backbone_kwargs"] or {}),
         )
         self.head = build_head(

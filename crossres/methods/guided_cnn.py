@@ -48,7 +48,7 @@ class GuidedCNN(CrossResMethod):
         * ``test_mode: unknown`` (§3.1) changes the cross-resolution scores only: the query's feature from
           ``CNN_H`` or ``CNN_L``, whichever is nearer the other, HR, image of the pair, is scored (both pair
           orders, as every crossres HR-LR score). HR-HR and LR-LR keep the known routing. ``predict`` always uses
-          the known routing.
+          the known routing and the data module's LR protocols (no occlusion).
         * Occlusion (§3.2): the learner sees ``occlude(hr)`` during training (the global RNG, seeded by
           ``seed_everything``); at evaluation the data module's LR protocols are replaced by one protocol,
           ``oc_<mode>[<area %>]`` (e.g. ``oc_block20``), whose probes are the occluded HR faces, occluded

@@ -15,7 +15,7 @@ from crossres.losses.mmd import MKMMD
 from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, load_pretrained
 from crossres.metrics.image_quality import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure, psnr
 from crossres.nn.backbones import build_backbone
-from crossres.nn.distillation import AdaptedBlocks, BlockwiseBackbone
+from crossres.nn.distillation import AdaptedBlocks, BlockwiseBackbone, kept_batchnorm_statistics
 from crossres.nn.hallucination import PRIOR_STRIDE, FaceHallucinationNet, FHNOutput
 
 __all__ = ["RIM"]
@@ -63,9 +63,14 @@ class RIM(CrossResMethod):
           domain, student and assistant steps use the SR face of the ``fhn`` step, detached. In Eq. (12) ``f_S`` is a
           constant (the student's objective is Eq. (11) alone). The public code never steps the assistant's
           optimizer; here every player is stepped every batch. Every optimizer step counts as a global step.
-        * Blocks (§4): the 4 stages of each (ResNet-like) backbone. Where a student's or assistant's channels differ
-          from the teacher's, a 1x1 convolution (trained with that network) maps each block output to the teacher's
-          channels; the spatial sizes must agree. The probe embedding is the frozen teacher's embedding head applied
+        * Blocks (§4): the 4 stages of each (ResNet-like) backbone. The paper picks networks whose block outputs
+          agree; where a student's or assistant's channels differ from the teacher's, a 1x1 convolution maps each
+          block output to the teacher's channels (the spatial sizes must agree). The assistant's adapters train with
+          Eq. (12), the student's last one with Eq. (11); Eq. (11) does not reach the student's adapters of blocks
+          1 .. K-1, which Eq. (12) needs, so they are fitted to the teacher's maps by the same squared error on
+          detached student maps (``train_loss_student_adapters``): they translate the student's maps into the
+          teacher's channels without changing what the student learns. The FHN also sees Eq. (12) through ``f_A``
+          only. The probe embedding is the frozen teacher's embedding head applied
           to ``f_S^K + f_A^K``, so that it lives in the teacher's space and is comparable with the gallery's
           ``f_T``. Student and assistant start from random weights (the paper does not say).
         * Evaluation (§3.3, Table 2): the HR gallery side is always the teacher on the HR face; LR-LR scores use the
@@ -226,8 +231,10 @@ class RIM(CrossResMethod):
         self.teacher.eval()  # N_T is pre-trained on HR faces and frozen, BatchNorm statistics included.
         return self
 
-    def setup(self, stage: str) -> None:
-        if stage == "fit" and self.trainer.ckpt_path is None:
+    def on_fit_start(self) -> None:
+        # Not in setup(): Lightning sets trainer.ckpt_path only after setup(), when it restores a checkpoint; here a
+        # resumed run (whose checkpoint holds the teacher) is told apart from a fresh one and never needs the file.
+        if self.trainer.ckpt_path is None:
             load_pretrained(self.teacher.net, self.hparams["teacher_weights"], "model.teacher_weights")
 
     # ------------------------------------------------------------------------------------------ embedding
@@ -371,7 +378,8 @@ class RIM(CrossResMethod):
                     loss_fhn = loss_fhn + hp["lambda_landmark"] * terms["landmark"]
                     loss_fhn = loss_fhn + hp["lambda_parsing"] * terms["parsing"]
                 if hp["lambda_recognition"] > 0:  # §3.3: end to end, HRN's losses reach FHN through I_sr
-                    loss_s, loss_a = self._recognition_losses(teacher_maps, out.sr)
+                    with kept_batchnorm_statistics(self.student, self.assistant):  # N_S, N_A update them in their steps
+                        loss_s, loss_a = self._recognition_losses(teacher_maps, out.sr)
                     terms["recognition"] = loss_s if loss_a is None else loss_s + loss_a
                     loss_fhn = loss_fhn + hp["lambda_recognition"] * terms["recognition"]
                 terms["fhn"] = loss_fhn
@@ -395,19 +403,25 @@ class RIM(CrossResMethod):
                 self.log(f"train_kernel_weight_{u}", beta, batch_size=n)
             probe = out.sr.detach()
 
-        # Player N_S: min Eq. (11) on the SR face.
+        # Player N_S: min Eq. (11) on the SR face; its 1x1 adapters of blocks 1 .. K-1 (if any) are fitted to the
+        # teacher's maps on detached block outputs, so the network itself only sees Eq. (11).
         with self.toggled_optimizer(opts["student"]):
-            student_maps = self.student(probe)
-            loss_student = self.student_loss(teacher_maps[-1], student_maps[-1])
-            if not self._finite({"student": loss_student}):
+            student_maps = self.student(probe, detach_inner=True)
+            losses = {"student": self.student_loss(teacher_maps[-1], student_maps[-1])}  # Eq. (11)
+            inner = [k for k in self.student.adapted_blocks() if k < len(student_maps) - 1]
+            if inner:
+                fits = [self.student_loss(teacher_maps[k], student_maps[k]) for k in inner]
+                losses["student_adapters"] = torch.stack(fits).sum()
+            if not self._finite(losses):
                 return
-            self._step(opts["student"], loss_student)
-        self.log("train_loss_student", loss_student.detach(), batch_size=n, prog_bar=True)
+            self._step(opts["student"], torch.stack(list(losses.values())).sum())
+        for name, value in losses.items():
+            self.log(f"train_loss_{name}", value.detach(), batch_size=n, prog_bar=name == "student")
 
         # Player N_A: min Eq. (12), the residuals f_T^k - f_S^k at every block (f_S^k constants).
         if self.assistant is not None:
             with self.toggled_optimizer(opts["assistant"]):
-                loss_assistant = self.assistant_loss(
+                loss_assistant = self.assistant_loss(  # the residuals f_T^k - f_S^k (f_S^k constants here)
                     teacher_maps, [f.detach() for f in student_maps], self.assistant(probe)
                 )
                 if not self._finite({"assistant": loss_assistant}):

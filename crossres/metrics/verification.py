@@ -314,7 +314,9 @@ class VerificationMetric(Metric):
         """
         pair_id, issame = dim_zero_cat(self.pair_id), dim_zero_cat(self.issame)
         check_consistent(pair_id, issame, "issame")
-        scores, issame, _ = unique_by_id(pair_id, dim_zero_cat(self.scores), issame)
+        scores, issame, pair_id = unique_by_id(pair_id, dim_zero_cat(self.scores), issame)
+        #: The de-duplicated ``(pair_id, scores, issame)`` behind the last result, for reports and plots.
+        self.last_scores = (pair_id, scores, issame.bool())
         return verification_metrics(scores, issame.bool(), n_folds=self.n_folds, far=self.far)
 
 

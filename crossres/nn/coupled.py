@@ -61,6 +61,8 @@ class DCRTrunk(nn.Module):
     ``C(w) C(2w) P [R(2w)]x1 C(4w) P [R(4w)]x2 C(8w) P [R(8w)]x5 C(16w) P [R(16w)]x3 F(embedding_size)``: the
     transition convolutions are unpadded (as in [8]: 112x96 -> 5x4 before the FC layer), those inside residual
     modules padded. The input ``[0, 1]`` is mapped to ``[-1, 1]`` inside (``(x - 127.5) / 128`` in [8]).
+    Initialisation (not given in 003): He et al.'s for PReLU, with the last convolution of every residual module
+    zero so that each module starts as the identity.
 
     Args:
         embedding_size: dimension of the feature ``v`` (512 in 003).
@@ -105,6 +107,19 @@ class DCRTrunk(nn.Module):
             layers += [_Residual(channels[stage + 1]) for _ in range(repeats)]
         self.features = nn.Sequential(*layers)
         self.fc = nn.Linear(channels[4] * out_h * out_w, embedding_size)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # He et al. (PReLU paper) initialisation for PReLU(0.25) layers; each residual module starts as the identity
+        # (its last convolution zero), so the 27-layer plain-PReLU trunk trains without normalisation layers.
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, a=0.25, nonlinearity="leaky_relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for module in self.modules():
+            if isinstance(module, _Residual):
+                nn.init.zeros_(module.conv2.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         """Compute the trunk feature ``v``.

@@ -9,14 +9,15 @@ block outputs to the teacher's channels with 1x1 convolutions where they differ.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
 from crossres.nn.backbones import IResNet
 
-__all__ = ["AdaptedBlocks", "BlockAdapters", "BlockwiseBackbone", "check_block_shapes"]
+__all__ = ["AdaptedBlocks", "BlockAdapters", "BlockwiseBackbone", "check_block_shapes", "kept_batchnorm_statistics"]
 
 NUM_BLOCKS = 4
 
@@ -197,13 +198,53 @@ class AdaptedBlocks(nn.Module):
         self.blocks = blocks
         self.adapters = BlockAdapters(blocks.channels, [s[0] for s in reference_shapes])
 
-    def forward(self, images: Tensor) -> list[Tensor]:
+    def forward(self, images: Tensor, detach_inner: bool = False) -> list[Tensor]:
         """Adapted block outputs ``[f^1, ..., f^K]`` in the teacher's shapes.
 
         Args:
             images: ``(B, 3, H, W)`` faces in ``[0, 1]``.
+            detach_inner: feed the adapters of blocks ``1 .. K-1`` with detached block outputs, so that a loss on
+                those adapted maps trains the adapters only, not the network.
 
         Returns:
             ``K`` feature maps.
         """
-        return self.adapters(self.blocks(images))
+        maps = self.blocks(images)
+        if detach_inner:
+            maps = [f.detach() for f in maps[:-1]] + maps[-1:]
+        return self.adapters(maps)
+
+    def adapted_blocks(self) -> list[int]:
+        """Indices ``k`` (0-based) of the blocks whose outputs pass through a 1x1 adapter."""
+        return [k for k, adapter in enumerate(self.adapters.adapters) if not isinstance(adapter, nn.Identity)]
+
+
+@contextmanager
+def kept_batchnorm_statistics(*modules: nn.Module | None) -> Iterator[None]:
+    """Run training-mode forwards through ``modules`` without moving their BatchNorm running statistics.
+
+    For a forward pass that only carries gradients to another network (RIM: the student and assistant on the SR face
+    in FHN's step), so that each batch updates a network's statistics once, in its own step.
+
+    Args:
+        *modules: networks whose BatchNorm buffers are restored on exit (``None`` entries are skipped).
+
+    Yields:
+        Nothing; the buffers are restored when the block exits.
+    """
+    norms: list[nn.modules.batchnorm._BatchNorm] = [
+        m
+        for module in modules
+        if module is not None
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    # With track_running_stats off, a training-mode BatchNorm normalises by the batch statistics (as it would anyway)
+    # and neither reads nor writes its buffers, so nothing in the autograd graph is modified in place.
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True

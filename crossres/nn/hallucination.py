@@ -60,10 +60,18 @@ class ResidualBlock(nn.Module):
 
 
 class _Upsample(nn.Sequential):
-    """Sub-pixel convolution (Shi et al. 2016): ``C`` channels at ``H/2`` to ``out_channels`` at ``H``."""
+    """Sub-pixel convolution (Shi et al. 2016): ``C`` channels at ``H/2`` to ``out_channels`` at ``H``.
 
-    def __init__(self, channels: int, out_channels: int) -> None:
-        super().__init__(_conv(channels, 4 * out_channels), nn.PixelShuffle(2))
+    With ``zero_init`` it starts at zero, so that a residual branch ending here starts as the identity of its image
+    (``I_c = I_lr``, ``I_sr = I_c`` before training).
+    """
+
+    def __init__(self, channels: int, out_channels: int, zero_init: bool = True) -> None:
+        conv = _conv(channels, 4 * out_channels)
+        if zero_init:
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)  # type: ignore[arg-type]
+        super().__init__(conv, nn.PixelShuffle(2))
 
 
 class CoarseSR(nn.Module):

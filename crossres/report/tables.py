@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["results_table", "write_results"]
+__all__ = ["results_table", "write_results", "write_scores"]
 
 _COLUMNS = ("HR-HR", "LR-LR", "HR-LR")
 
@@ -75,3 +75,17 @@ def write_results(rows: Sequence[dict[str, Any]], directory: str | Path, split: 
     paths[1].write_text(json.dumps(list(rows), indent=2))
     paths[2].write_text(results_table(rows) + "\n")
     return paths
+
+
+def write_scores(scores: dict[str, Any], directory: str | Path, split: str) -> Path:
+    """Write the per-pair cosine scores behind a result (``scores_<split>.npz``, no pickles).
+
+    Keys are ``<pair set>__<comparison>__<protocol>__{scores,pair_id,issame}``; comparison ``lr_hr`` /
+    ``hr_lr`` are the two pair orders of HR-LR.
+    """
+    import numpy as np
+
+    path = Path(directory) / f"scores_{split}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **{k: v.numpy() for k, v in scores.items()})
+    return path

@@ -1,6 +1,6 @@
 """The degradation layer: Eq. (1) of Knoche et al. (004) and Guided-CNN's occlusions, plus their batch samplers."""
 
-from crossres.transforms.degradation import BatchDegradation, CameraDegradation, ResolutionSampler
+from crossres.transforms.degradation import BatchDegradation, CameraDegradation, DegradedViews, ResolutionSampler
 from crossres.transforms.functional import (
     Backend,
     OcclusionMode,
@@ -18,6 +18,7 @@ __all__ = [
     "Backend",
     "BatchDegradation",
     "CameraDegradation",
+    "DegradedViews",
     "OcclusionMode",
     "ResolutionSampler",
     "degrade",

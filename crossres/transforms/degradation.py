@@ -7,7 +7,7 @@ GPU); it holds no tensors that need ``.to()``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import kornia.augmentation as K
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from crossres.transforms.functional import Backend, degrade, resolve_size, to_float
 
-__all__ = ["BatchDegradation", "CameraDegradation", "Policy", "ResolutionSampler"]
+__all__ = ["BatchDegradation", "CameraDegradation", "DegradedViews", "ResolutionSampler"]
 
 Policy = Literal["fixed", "choice", "range"]
 Per = Literal["sample", "batch"]
@@ -394,3 +394,30 @@ class BatchDegradation(nn.Module):
             is_lr = (lr_size != torch.tensor(hr_size)).any(dim=1)
             lr = self._with_rng(device, self.camera, lr, is_lr.to(device))
         return {"hr": hr, "lr": lr, "lr_size": lr_size.to(device, non_blocking=True)}
+
+
+class DegradedViews(Mapping[str, Tensor]):
+    """Protocol name -> degraded images, computed when read (never all at once).
+
+    Evaluation batches carry one LR view per protocol; a 108-size sweep would otherwise hold 108 degraded
+    copies of every batch. Each read degrades afresh (Knoche et al. Eq. (1)); nothing is cached.
+
+    Args:
+        images: float HR images ``(B, C, H, W)`` in ``[0, 1]``.
+        sizes: protocol name -> long ``(B, 2)`` per-sample LR sizes ``(h, w)``.
+        backend: resampling backend of :func:`~crossres.transforms.functional.degrade`.
+    """
+
+    def __init__(self, images: Tensor, sizes: Mapping[str, Tensor], backend: Backend = "pil") -> None:
+        self.images = images
+        self.sizes = sizes
+        self.backend = backend
+
+    def __getitem__(self, name: str) -> Tensor:
+        return degrade(self.images, self.sizes[name], backend=self.backend)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sizes)
+
+    def __len__(self) -> int:
+        return len(self.sizes)

@@ -1,0 +1,235 @@
+"""Reproduce the shape of RIM's Table 1 (ablation) and Table 4 (PSNR/SSIM vs bicubic) on SyntheticFaces.
+
+One run, fixed seed, 8x super-resolution (64 px HR faces, 8 px probes; the 112 px / 14 px setting of
+``experiments/rim.yaml`` costs 3x more and does not fit the CPU budget):
+
+    (a) teacher on HR-LR            the HR Baseline (frozen teacher) on bicubic 8 px probes
+    (b) student on LR               a Baseline with the student's architecture trained on LR faces
+    (c) student distilled           RIM without FHN and assistant (HRN on the bicubic probe)
+    (d) FHN + teacher               RIM's SR probe through the teacher (Table 2's HR-SR)
+    (e) FHN + student               RIM, student only
+    (f) FHN + student + assistant   RIM (f_S^K + f_A^K)
+    (g) HR-HR                       the teacher on HR faces
+
+(d), (e), (f) come from one RIM training (``eval_mode``). PSNR/SSIM of RIM's SR faces and of the bicubic probes against
+the HR faces are measured on the test pairs. The SR grid is written to ``docs/img/rim_sr_grid.png``.
+
+    python benchmarks/reproduce_rim.py            # full (about 20 min on 2 CPU cores)
+    python benchmarks/reproduce_rim.py --quick    # smoke run (about 2 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import Dataset
+
+from crossres.data.datamodule import FaceDataModule
+from crossres.methods.baseline import Baseline
+from crossres.methods.rim import RIM
+from crossres.report.hallucination import rim_sr_grid
+
+REPO = Path(__file__).resolve().parents[1]
+HR, LR = 64, 8  # 8x, as the paper (224 -> 28)
+
+
+class _Cached(Dataset):
+    """Render the synthetic training faces once and reuse them in every epoch and every training of this script."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.items = [dataset[i] for i in range(len(dataset))]  # type: ignore[arg-type]
+        self.num_classes = getattr(dataset, "num_classes", None)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.items[index]
+
+
+class CachedFaces(FaceDataModule):
+    """FaceDataModule whose synthetic training set is rendered once (speed only; the data are the same)."""
+
+    def _build_train_set(self) -> Dataset:
+        if self._train_set is None:
+            self._train_set = _Cached(super()._build_train_set())
+        return self._train_set
+
+
+def _trainer(epochs: int, quick: bool) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,  # evaluated once, at the end, with trainer.test
+        limit_train_batches=2 if quick else None,
+        deterministic=False,
+    )
+
+
+def _test(model: pl.LightningModule, data: FaceDataModule, quick: bool) -> dict[str, float]:
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    (metrics,) = trainer.test(model, datamodule=data, verbose=False)
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _fit(model: pl.LightningModule, data: FaceDataModule, epochs: int, quick: bool, name: str) -> float:
+    start = time.time()
+    _trainer(epochs, quick).fit(model, datamodule=data)
+    elapsed = time.time() - start
+    print(f"[{name}] trained {epochs} epochs in {elapsed:.0f} s", flush=True)
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny data, 2 batches per training")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "reproduce_rim", help="output directory")
+    parser.add_argument("--grid", type=Path, default=REPO / "docs" / "img" / "rim_sr_grid.png", help="SR grid PNG")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--teacher-epochs", type=int, default=8)
+    parser.add_argument("--student-epochs", type=int, default=6)
+    parser.add_argument("--rim-epochs", type=int, default=6)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    quick = args.quick
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    pl.seed_everything(0, workers=True)
+
+    # experiments/data/synthetic.yaml at 64 px, 8 px probes (train and test).
+    data = CachedFaces(
+        image_size=(HR, HR),
+        num_identities=10 if quick else 100,
+        images_per_identity=6 if quick else 30,
+        synthetic_pairs=40 if quick else 600,
+        protocols=[LR],
+        lr_policy="fixed",
+        lr_sizes=[LR],
+        batch_size=32,
+        eval_batch_size=100,
+        num_workers=0,
+    )
+    data.setup("fit")
+    epochs_t, epochs_s, epochs_r = (1, 1, 1) if quick else (args.teacher_epochs, args.student_epochs, args.rim_epochs)
+    timings: dict[str, float] = {}
+
+    # The HR teacher: experiments/baseline.yaml (iresnet18, width 16, ArcFace), trained on HR faces.
+    teacher = Baseline(
+        num_classes=data.num_classes, image_size=(HR, HR), backbone="iresnet18", backbone_kwargs={"width": 16},
+        embedding_size=128, head="arcface", scale=32.0, margin=0.3, train_on="hr", lr=0.1,
+        milestones=[max(1, epochs_t - 3), max(1, epochs_t - 1)], warmup_epochs=1,
+    )  # fmt: skip
+    timings["teacher"] = _fit(teacher, data, epochs_t, quick, "teacher")
+    teacher_ckpt = args.out / "teacher.ckpt"
+    torch.save({"state_dict": teacher.state_dict()}, teacher_ckpt)
+    result_a = _test(teacher, data, quick)
+
+    student_arch = {"backbone_kwargs": {"width": 8}}
+    # (b) the student's architecture trained on LR faces with the same loss as the teacher.
+    lr_student = Baseline(
+        num_classes=data.num_classes, image_size=(HR, HR), backbone="iresnet34", embedding_size=128, head="arcface",
+        scale=32.0, margin=0.3, train_on="lr", lr=0.1, milestones=[max(1, epochs_s - 2)], warmup_epochs=1,
+        **student_arch,
+    )  # fmt: skip
+    timings["lr_student"] = _fit(lr_student, data, epochs_s, quick, "(b) student on LR")
+    result_b = _test(lr_student, data, quick)
+
+    hrn = {
+        "num_classes": data.num_classes,
+        "image_size": (HR, HR),
+        "teacher_backbone": "iresnet18",
+        "teacher_backbone_kwargs": {"width": 16},
+        "teacher_embedding_size": 128,
+        "teacher_weights": str(teacher_ckpt),
+        "student_backbone": "iresnet34",
+        "student_backbone_kwargs": {"width": 8},
+        "assistant_backbone": "iresnet34",
+        "assistant_backbone_kwargs": {"width": 8},
+        "heatmap_sigma": 1.5,
+        "quality_lr_sizes": [LR],
+    }
+    # (c) distillation without FHN: the student learns Eq. (11) on the bicubic probe.
+    distilled = RIM(**hrn, use_fhn=False, use_assistant=False)
+    timings["distilled"] = _fit(distilled, data, epochs_s, quick, "(c) student distilled")
+    result_c = _test(distilled, data, quick)
+
+    # RIM: FHN + HRN, jointly.
+    rim = RIM(**hrn, fhn_channels=16, fhn_feature_channels=16, fhn_blocks=2, domain_dim=64)
+    timings["rim"] = _fit(rim, data, epochs_r, quick, "RIM")
+    results: dict[str, dict[str, float]] = {}
+    for mode in ("fhn_teacher", "fhn_student", "rim"):
+        rim.eval_mode = mode
+        results[mode] = _test(rim, data, quick)
+    rim.eval_mode = "rim"
+    torch.save({"state_dict": rim.state_dict(), "hyper_parameters": dict(rim.hparams)}, args.out / "rim.ckpt")
+
+    key = f"test_acc_synthetic_hr_lr_{LR}px"
+    hr_hr = "test_acc_synthetic_hr_hr"
+    rows = [
+        ("(a)", "HR-LR", "teacher (iresnet18-w16) on the bicubic probe", result_a[key]),
+        ("(b)", "HR-LR", "student (iresnet34-w8) trained on LR faces", result_b[key]),
+        ("(c)", "HR-LR", "student distilled on the bicubic probe (Eq. 11)", result_c[key]),
+        ("(d)", "HR-LR", "FHN + teacher (HR-SR)", results["fhn_teacher"][key]),
+        ("(e)", "HR-LR", "FHN + student", results["fhn_student"][key]),
+        ("(f)", "HR-LR", "FHN + student + assistant (RIM)", results["rim"][key]),
+        ("(g)", "HR-HR", "teacher on HR faces", result_a[hr_hr]),
+    ]
+    quality = results["rim"]
+    lines = [
+        f"Table 1 shape on SyntheticFaces, {HR} px HR, {LR} px probes (8x), 10-fold verification accuracy, "
+        f"{data.hparams['synthetic_pairs']} test pairs:",
+        "",
+        "| | gallery-probe | networks | acc % |",
+        "|---|---|---|---|",
+        *[f"| {r} | {g} | {n} | {100 * a:.2f} |" for r, g, n, a in rows],
+        "",
+        "Table 4 shape (test pairs, probe vs HR face):",
+        "",
+        "| | bicubic | RIM SR |",
+        "|---|---|---|",
+        f"| PSNR dB | {quality[f'test_psnr_bicubic_{LR}px']:.2f} | {quality[f'test_psnr_sr_{LR}px']:.2f} |",
+        f"| SSIM | {quality[f'test_ssim_bicubic_{LR}px']:.3f} | {quality[f'test_ssim_sr_{LR}px']:.3f} |",
+        "",
+        "Training time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
+    ]
+    # The SR grid: test faces not seen in training.
+    pairs = data.pair_set("synthetic")
+    hr_faces = torch.stack([pairs.pair_set.images[int(i)] for i in pairs.pair_set.pairs[:6, 0]]).float() / 255
+    rim_sr_grid(rim, hr_faces, LR, path=args.grid)
+    lines.append(f"SR grid: {args.grid}")
+    lines.append(f"Total wall time: {time.time() - started:.0f} s (torch threads: {torch.get_num_threads()})")
+    text = "\n".join(lines)
+    print("\n" + text, flush=True)
+    (args.out / "results.md").write_text(text + "\n")
+    payload = {"rows": rows, "quality": quality, "timings": timings, "a": result_a, "rim": results}
+    (args.out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
+    checks = {
+        "(f) > (e)": rows[5][3] > rows[4][3],
+        "(d) within 3 points of (g)": rows[6][3] - rows[3][3] <= 0.03,
+        "RIM PSNR > bicubic": quality[f"test_psnr_sr_{LR}px"] > quality[f"test_psnr_bicubic_{LR}px"],
+        "RIM SSIM > bicubic": quality[f"test_ssim_sr_{LR}px"] > quality[f"test_ssim_bicubic_{LR}px"],
+    }
+    for check, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {check}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""``crossres report | export | align``: the commands beside LightningCLI's fit/validate/test/predict.
+
+Examples:
+    crossres report runs/baseline                     # report/ beside the newest test results
+    crossres report runs/baseline runs/batch_cr --compare runs/compare.md
+    crossres export --format rec --out data/synthetic_rec --synthetic-identities 100 --images-per-identity 20
+    crossres export --format bin --out data/synthetic.bin --pairs 600
+    crossres export --format folder --out data/faces --from-folder data/raw_faces
+    crossres align data/raw data/aligned --landmarks data/raw/landmarks.json --size 112x112
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["run"]
+
+_EXIT_BAD_INPUT = 2
+
+
+class _UsageError(Exception):
+    """Bad arguments: the message names the option or file; the command exits with status 2."""
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``"112"`` -> ``(112, 112)``, ``"112x96"`` -> ``(112, 96)`` (height x width)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; expected H or HxW, e.g. 112 or 112x96") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; expected H or HxW with positive sides")
+    return values[0], values[1]
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crossres",
+        description="crossres commands besides fit/validate/test/predict (see `crossres fit --help` for those).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{report,export,align}")
+
+    report = commands.add_parser(
+        "report",
+        help="figures and tables of a run's results",
+        description=(
+            "Write report/ (report.md, accuracy-vs-resolution, distance distributions, ROC, example pairs, CSV) "
+            "beside the newest results of RUN_DIR (a run or one of its test-*/validate-* directories). With several "
+            "RUN_DIRs each gets its report; --compare also writes one table comparing them."
+        ),
+    )
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=Path, help="run directory")
+    report.add_argument("--split", choices=("test", "val"), default="test", help="results to report (default: test)")
+    report.add_argument("--overwrite", action="store_true", help="replace an existing report/ (and --compare file)")
+    report.add_argument("--wandb", action="store_true", help="log the figures to wandb (WANDB_MODE=offline works)")
+    report.add_argument("--no-examples", action="store_true", help="skip the example-pair grid")
+    report.add_argument("--compare", type=Path, metavar="PATH", help="also write a Markdown table comparing the runs")
+
+    export = commands.add_parser(
+        "export",
+        help="write a RecordIO set, a .bin pair set or an identity folder",
+        description=(
+            "Write synthetic faces (default) or an identity folder (--from-folder) as an insightface RecordIO "
+            "training set (train.rec/train.idx/property), an insightface .bin verification pair set, or an identity "
+            "folder OUT/<identity>/*.jpg."
+        ),
+    )
+    export.add_argument("--format", required=True, choices=("rec", "bin", "folder"), help="output format")
+    export.add_argument("--out", required=True, type=Path, help="output directory (rec, folder) or .bin file (bin)")
+    source = export.add_argument_group("source (synthetic faces unless --from-folder)")
+    source.add_argument("--synthetic-identities", type=_positive, help="identities (default: rec/folder 100, bin 50)")
+    source.add_argument("--images-per-identity", type=_positive, help="images per identity (default: 20, bin 4)")
+    source.add_argument("--image-size", type=_size, help="H or HxW of synthetic faces (default: 112)")
+    source.add_argument("--seed", type=int, help="synthetic world seed (default: 0; bin: also the pair sampling)")
+    source.add_argument(
+        "--identity-offset", type=int, help="first synthetic identity (default: 0; bin: 100000, clear of training)"
+    )
+    source.add_argument("--from-folder", type=Path, metavar="DIR", help="read faces from DIR/<identity>/*.jpg|png")
+    export.add_argument("--pairs", type=_positive, help="pairs of a .bin pair set, half positive (default: 600)")
+    export.add_argument("--quality", type=int, default=95, help="JPEG quality (default: 95)")
+    export.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+    align = commands.add_parser(
+        "align",
+        help="align faces onto the ArcFace template from five landmarks",
+        description=(
+            "Warp every image of SRC that has five landmarks (eyes, nose tip, mouth corners) in FILE onto the "
+            "ArcFace template and write it to DST with the same relative path."
+        ),
+    )
+    align.add_argument("src", type=Path, metavar="SRC", help="folder of input images")
+    align.add_argument("dst", type=Path, metavar="DST", help="output folder")
+    align.add_argument(
+        "--landmarks",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="JSON {path: [[x, y] * 5]} or CSV path,x1,y1,...,x5,y5; paths relative to SRC",
+    )
+    align.add_argument("--size", type=_size, default=(112, 112), help="output HxW: 112x112 (default) or 112x96")
+    align.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    return parser
+
+
+# ------------------------------------------------------------------------------------------------ report
+def _report(args: argparse.Namespace) -> int:
+    from crossres.report.run_report import build_report, compare_runs
+
+    if args.compare is not None and args.compare.exists() and not args.overwrite:
+        raise _UsageError(f"--compare {args.compare} already exists; pass --overwrite to replace it")
+    for run_dir in args.run_dirs:
+        paths = build_report(
+            run_dir, split=args.split, overwrite=args.overwrite, wandb=args.wandb, examples=not args.no_examples
+        )
+        print(f"report of {run_dir}: {paths[0]} ({len(paths)} files in {paths[0].parent})")
+    if args.compare is not None:
+        compare_runs(args.run_dirs, args.compare, split=args.split, overwrite=args.overwrite)
+        print(f"comparison of {len(args.run_dirs)} runs: {args.compare}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ export
+def _export_targets(fmt: str, out: Path) -> list[Path]:
+    if fmt == "rec":
+        return [out / name for name in ("train.rec", "train.idx", "property")]
+    if fmt == "bin":
+        return [out]
+    return [out] if out.is_dir() and any(out.iterdir()) else []
+
+
+def _export(args: argparse.Namespace) -> int:
+    fmt, out = args.format, args.out
+    synthetic_options = {
+        "--synthetic-identities": args.synthetic_identities,
+        "--images-per-identity": args.images_per_identity,
+        "--image-size": args.image_size,
+        "--seed": args.seed,
+        "--identity-offset": args.identity_offset,
+    }
+    if args.from_folder is not None:
+        given = [name for name, value in synthetic_options.items() if value is not None and name != "--seed"]
+        if given:
+            raise _UsageError(f"{', '.join(given)} describe synthetic faces; they cannot be combined with --from-folder")
+        if not args.from_folder.is_dir():
+            raise _UsageError(f"--from-folder {args.from_folder}: no such directory (expected DIR/<identity>/*.jpg)")
+    if args.pairs is not None and fmt != "bin":
+        raise _UsageError(f"--pairs sets the pairs of a .bin pair set; it does not apply to --format {fmt}")
+    if fmt == "bin" and out.suffix != ".bin":
+        raise _UsageError(f"--out {out}: a pair set is written to a .bin file (e.g. {out.with_suffix('.bin')})")
+    if fmt != "bin" and out.is_file():
+        raise _UsageError(f"--out {out} is a file; --format {fmt} writes a directory")
+    if not 1 <= args.quality <= 100:
+        raise _UsageError(f"--quality {args.quality}: expected 1..100")
+    existing = [p for p in _export_targets(fmt, out) if p.exists()]
+    if existing and not args.overwrite:
+        what = "is not empty" if existing[0] == out and out.is_dir() else "already exists"
+        raise _UsageError(f"{existing[0]} {what}; pass --overwrite to replace it")
+
+    from crossres.data.formats import ImageFolderFaces, export_dataset, export_pair_set, folder_pairs
+
+    if fmt == "bin":
+        num_pairs = args.pairs or 600
+        if args.from_folder is not None:
+            pair_set = folder_pairs(args.from_folder, num_pairs, seed=args.seed or 0, name=out.stem)
+        else:
+            from crossres.data.synthetic import synthetic_pair_set
+
+            pair_set = synthetic_pair_set(
+                name=out.stem,
+                num_identities=args.synthetic_identities or 50,
+                images_per_identity=args.images_per_identity or 4,
+                num_pairs=num_pairs,
+                image_size=args.image_size or 112,
+                seed=1 if args.seed is None else args.seed,
+                identity_offset=100000 if args.identity_offset is None else args.identity_offset,
+            )
+        export_pair_set(pair_set, out, quality=args.quality, overwrite=args.overwrite)
+        positive = int(pair_set.issame.sum())
+        print(f"wrote {out}: {len(pair_set)} pairs ({positive} positive, {len(pair_set) - positive} negative)")
+        return 0
+    if args.from_folder is not None:
+        dataset = ImageFolderFaces(args.from_folder)
+    else:
+        from crossres.data.synthetic import SyntheticFaces
+
+        dataset = SyntheticFaces(
+            num_identities=args.synthetic_identities or 100,
+            images_per_identity=args.images_per_identity or 20,
+            image_size=args.image_size or 112,
+            seed=args.seed or 0,
+            identity_offset=args.identity_offset or 0,
+            return_priors=False,
+        )
+    counts = export_dataset(dataset, out, fmt=fmt, quality=args.quality, overwrite=args.overwrite)
+    details = ", ".join(f"{v} {k}" for k, v in counts.items())
+    print(f"wrote {out} ({'insightface RecordIO' if fmt == 'rec' else 'identity folder'}): {details}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- align
+def _align(args: argparse.Namespace) -> int:
+    from crossres.data.align import align_folder
+
+    if not args.src.is_dir():
+        raise _UsageError(f"SRC {args.src}: no such directory")
+    if not args.landmarks.is_file():
+        raise _UsageError(f"--landmarks {args.landmarks}: no such file")
+    counts = align_folder(args.src, args.dst, args.landmarks, output_size=args.size, overwrite=args.overwrite)
+    print(
+        f"aligned {counts['aligned']} image(s) into {args.dst} ({args.size[0]}x{args.size[1]}); "
+        f"{counts['missing_landmarks']} image(s) of {args.src} have no landmarks; "
+        f"{counts['missing_images']} landmark entr{'y' if counts['missing_images'] == 1 else 'ies'} name no image"
+    )
+    if counts["aligned"] == 0:
+        print(
+            f"crossres align: error: no image was aligned: the paths in {args.landmarks} must be relative to {args.src}",
+            file=sys.stderr,
+        )
+        return _EXIT_BAD_INPUT
+    return 0
+
+
+_HANDLERS = {"report": _report, "export": _export, "align": _align}
+
+
+def run(argv: Sequence[str]) -> int:
+    """Run ``crossres report|export|align`` (``argv[0]`` is the command); ``--help`` works per command.
+
+    Args:
+        argv: the arguments after ``crossres``, e.g. ``["export", "--format", "bin", "--out", "x.bin"]``.
+
+    Returns:
+        The exit status: 0 on success, 2 on bad input (the message, on stderr, names the option or file).
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exit_:  # argparse: --help (0) or a usage error (2), message already printed
+        return exit_.code if isinstance(exit_.code, int) else _EXIT_BAD_INPUT
+    try:
+        return _HANDLERS[args.command](args)
+    except (_UsageError, FileNotFoundError, FileExistsError, NotADirectoryError, ValueError) as err:
+        print(f"crossres {args.command}: error: {err}", file=sys.stderr)
+        return _EXIT_BAD_INPUT
