@@ -10,8 +10,8 @@ Expected shape: BT-M and ST-M1 beat the baseline at low resolutions (low_res, 5 
 model is best at the lowest resolutions; at high resolutions all are close.
 
 CPU budget: faces rendered once at 112 px (identity counts, pair count and nuisance from
-experiments/data/synthetic.yaml) into an identity folder; a width-8 iresnet18; 6 epochs each. Full mode: about
-15 minutes on 2 free CPU cores.
+experiments/data/synthetic.yaml) into an identity folder; a width-8 iresnet18; 5 epochs each. Full mode: about
+20 minutes of one CPU core.
 
 Usage:
     python benchmarks/reproduce_knoche.py            # full
@@ -76,7 +76,9 @@ def trainer(epochs: int, validate: bool = False) -> pl.Trainer:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run on few faces, one epoch")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (more spin and slow down on a busy CPU)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = synthetic_settings()
@@ -85,7 +87,7 @@ def main() -> None:
         identities, per_identity, pairs, epochs = 16, 8, 40, 1
     else:
         identities, per_identity = data["num_identities"], data["images_per_identity"]
-        pairs, epochs = data.get("synthetic_pairs", 600), 6
+        pairs, epochs = data.get("synthetic_pairs", 600), 5
     difficulty = float(data.get("synthetic_difficulty", 1.0))
     seed = int(data.get("synthetic_seed", 0))
     model_args = {

@@ -156,7 +156,9 @@ def _export(args: argparse.Namespace) -> int:
     if args.from_folder is not None:
         given = [name for name, value in synthetic_options.items() if value is not None and name != "--seed"]
         if given:
-            raise _UsageError(f"{', '.join(given)} describe synthetic faces; they cannot be combined with --from-folder")
+            raise _UsageError(
+                f"{', '.join(given)} describe synthetic faces; they cannot be combined with --from-folder"
+            )
         if not args.from_folder.is_dir():
             raise _UsageError(f"--from-folder {args.from_folder}: no such directory (expected DIR/<identity>/*.jpg)")
     if args.pairs is not None and fmt != "bin":
@@ -171,6 +173,8 @@ def _export(args: argparse.Namespace) -> int:
     if existing and not args.overwrite:
         what = "is not empty" if existing[0] == out and out.is_dir() else "already exists"
         raise _UsageError(f"{existing[0]} {what}; pass --overwrite to replace it")
+
+    from torch.utils.data import Dataset
 
     from crossres.data.formats import ImageFolderFaces, export_dataset, export_pair_set, folder_pairs
 
@@ -194,6 +198,7 @@ def _export(args: argparse.Namespace) -> int:
         positive = int(pair_set.issame.sum())
         print(f"wrote {out}: {len(pair_set)} pairs ({positive} positive, {len(pair_set) - positive} negative)")
         return 0
+    dataset: Dataset
     if args.from_folder is not None:
         dataset = ImageFolderFaces(args.from_folder)
     else:
@@ -229,7 +234,8 @@ def _align(args: argparse.Namespace) -> int:
     )
     if counts["aligned"] == 0:
         print(
-            f"crossres align: error: no image was aligned: the paths in {args.landmarks} must be relative to {args.src}",
+            f"crossres align: error: no image was aligned: the paths in {args.landmarks} must be relative to "
+            f"{args.src}",
             file=sys.stderr,
         )
         return _EXIT_BAD_INPUT

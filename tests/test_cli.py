@@ -190,3 +190,15 @@ def test_trainer_saves_checkpoints_atomically(tiny_args: list[str]) -> None:
         args=[*tiny_args, *TINY_MODEL],
     )
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in __import__("crossres.methods").methods.__all__ if n not in ("CrossResMethod", "NonFiniteLossError")]
+)
+def test_every_method_is_exported_and_has_a_config(name: str) -> None:
+    import crossres.methods
+
+    cls = getattr(crossres.methods, name)
+    assert cls.__doc__ and "Paper:" in cls.__doc__ and "Args:" in cls.__doc__
+    configs = [p for p in (REPO / "experiments").glob("*.yaml") if cls.__name__ in p.read_text()]
+    assert configs, f"no experiment config uses {name}"

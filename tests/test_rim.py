@@ -294,3 +294,17 @@ def test_ddp_fit_two_cpu_processes(teacher_ckpt: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
     assert (tmp_path / "ddp" / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "ddp" / "results_val.csv").is_file()
+
+
+def test_sr_grid_and_heatmap_peaks(tmp_path: Path) -> None:
+    from crossres.report.hallucination import heatmap_peaks, rim_sr_grid
+
+    heatmaps = torch.zeros(1, 2, 8, 8)
+    heatmaps[0, 0, 3, 5] = 1.0  # row 3, column 5
+    heatmaps[0, 1, 0, 7] = 1.0
+    assert heatmap_peaks(heatmaps, stride=2).tolist() == [[[10.5, 6.5], [14.5, 0.5]]]
+    model = RIM(**({"num_classes": 6, "image_size": (32, 32), "teacher_weights": None} | SMALL))
+    path = tmp_path / "grid.png"
+    rim_sr_grid(model, torch.rand(2, 3, 32, 32), 4, path=path)
+    assert path.is_file() and path.stat().st_size > 1000
+    assert model.training  # restored

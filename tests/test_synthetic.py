@@ -104,6 +104,22 @@ def test_knobs_off_gives_identical_images_of_an_identity():
         SyntheticFaces(image_size=(112,))
 
 
+def test_diversity_scales_the_global_appearance():
+    def skin_colour_spread(diversity: float) -> float:
+        data = SyntheticFaces(num_identities=8, images_per_identity=1, diversity=diversity, **QUIET)
+        colours = []
+        for i in range(len(data)):
+            item = data[i]
+            colours.append(item["image"][:, item["parsing"] == CLASS["skin"]].float().mean(1))
+        return float(torch.stack(colours).std(0).mean())
+
+    assert skin_colour_spread(0.0) < 0.5 * skin_colour_spread(1.0)
+    same = SyntheticFaces(num_identities=2, images_per_identity=1, diversity=0.0, **QUIET)
+    assert not torch.equal(same[0]["image"], same[1]["image"])  # geometry and fine detail still differ
+    with pytest.raises(ValueError, match="diversity"):
+        SyntheticFaces(diversity=1.5)
+
+
 def test_identity_is_visible_through_the_nuisance():
     data = SyntheticFaces(num_identities=12, images_per_identity=4)
     images = torch.stack([data[i]["image"] for i in range(len(data))]).float().flatten(1)

@@ -72,13 +72,13 @@ class DCRTwoStage(CrossResMethod):
         trunk_kwargs: extra trunk arguments, e.g. ``{"width": 8}`` (``dcr_resnet``: 32 in the paper).
         embedding_size: dimension of the trunk feature ``v`` (512).
         trunk_resolutions: stage 1: the LR sizes trained besides HR, read from ``batch["lr_views"]`` (set
-            ``data.lr_views`` to the same list); 003: ``["40x40", "6x6"]``.
+            ``data.lr_views`` to the same list); ``None``: 003's ``["40x40", "6x6"]``.
         beta: ``β`` of Eq. (1), weight of the trunk's center loss.
         center_alpha: learning rate of every set of centres in Wen et al.'s update rule.
         trunk_weights: stage 2: the stage-1 checkpoint (or a Baseline checkpoint / insightface ``backbone.pth``
             with the same trunk arguments), loaded before ``fit`` (weights only, no training state).
         branch_sizes: stage 2: one branch pair per probe size, trained on ``batch["lr_views"]`` of that size (set
-            ``data.lr_views`` to the same list); 003 Table I: ``[8, 12, 16, 20]``.
+            ``data.lr_views`` to the same list); ``None``: 003 Table I's ``[8, 12, 16, 20]``.
         branch_features: dimension of ``x`` and ``z`` (512).
         center_weight: ``λ`` of Eq. (5).
         euclidean_weight: ``α`` of Eq. (5).

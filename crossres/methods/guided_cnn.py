@@ -157,7 +157,7 @@ class GuidedCNN(CrossResMethod):
             return
         views = getattr(getattr(self.trainer, "datamodule", None), "lr_views", None)
         missing = [s for s in self.learner_sizes if views is not None and f"{s}px" not in views]
-        if views is not None and (missing or not views):
+        if views is not None and missing:
             raise ValueError(
                 f"model.learner_sizes={self.learner_sizes} trains one learner per LR size on batch['lr_views'], but "
                 f"data.lr_views lacks {missing}: set data.lr_views: {self.learner_sizes}"

@@ -15,7 +15,7 @@ from crossres.losses.mmd import MKMMD
 from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, load_pretrained
 from crossres.metrics.image_quality import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure, psnr
 from crossres.nn.backbones import build_backbone
-from crossres.nn.distillation import AdaptedBlocks, BlockwiseBackbone, kept_batchnorm_statistics
+from crossres.nn.distillation import AdaptedBlocks, BlockwiseBackbone
 from crossres.nn.hallucination import PRIOR_STRIDE, FaceHallucinationNet, FHNOutput
 
 __all__ = ["RIM"]
@@ -42,37 +42,49 @@ class RIM(CrossResMethod):
 
     Deviations:
         * Layers: the paper gives none. FHN follows FSRNet (its ref. [4]): residual blocks without normalisation;
-          each path is a stride-2 encoder and a sub-pixel decoder; ``I_c = I_lr + G_c(I_lr)`` and
+          each path is a stride-2 convolution and residual blocks; ``I_c = I_lr + G_c(I_lr)`` and
           ``I_sr = I_c + D_i(maps)`` (global residuals). The concatenated maps are ``[G_f, G_l, softmax(G_p)]``.
-          ``D_d`` is three stride-2 convolutions, pooling and a linear layer with an L2-normalised output
-          (``domain_dim``), so that the maximisation of Eq. (6) cannot inflate the features.
-        * MK-MMD: the biased estimate of Eq. (8) with Gaussian kernels ``exp(-d²/(2σ_u))`` at ``mmd_bandwidths``
-          (the paper gives none); ``β = softmax(logits)`` keeps Eq. (9)'s ``β_u > 0, Σβ_u = 1``. With
-          ``learn_kernel_weights`` the logits belong to the maximising player ``D_d`` (Gretton et al.'s choice of
-          kernel that maximises the MMD); otherwise ``β`` stays uniform. Per-rank batches unless
+          ``D_d`` is a 1x1 convolution, three stride-2 convolutions, pooling and a linear layer (``domain_dim``).
+          FHN works at half resolution (FSRNet predicts its priors at half size): the tri-path maps and the
+          landmark/parsing targets are ``H/2 x W/2``; images come back to ``H x W`` by sub-pixel convolutions whose
+          weights start at zero (``I_sr = I_c = I_lr`` before training).
+        * MK-MMD: the biased estimate of Eq. (8) with Gaussian kernels ``exp(-d²/(2σ_u))`` (the paper gives no
+          bandwidths); by default ``σ_u`` are multiples of the mean squared distance of the pooled features (DAN's
+          heuristic), which keeps Eq. (6)'s maximisation scale-free (with fixed bandwidths ``D_d`` can saturate every
+          kernel, where the MMD and its gradient vanish). ``β = softmax(logits)`` keeps Eq. (9)'s ``β_u > 0,
+          Σβ_u = 1``; with ``learn_kernel_weights`` the logits belong to the maximising player ``D_d`` (Gretton et
+          al.'s choice of the kernel that maximises the MMD), otherwise ``β`` stays uniform. Per-rank batches unless
           ``mmd_gather_distributed``.
-        * Losses are averaged over pixels/elements (``loss_reduction: mean``); ``sum`` is the paper's per-image sums
-          (and Eq. (4)'s ``1/C``). Both only rescale the ``λ``s. Eq. (3)'s targets are Gaussians of
-          ``heatmap_sigma`` px at the data's landmarks (``crossres.data.priors``); parsing labels come from the data,
-          or from the landmarks when a batch has none. ``λ0, λ1, λ2`` are not given in the paper.
-        * Joint end-to-end training (§3.3): FHN also receives ``lambda_recognition · (L_S + L_A)`` through the SR
-          face (the paper gives no weight). Players and optimizers: ``fhn`` (``θ_G`` and ``θ_i`` as two parameter
-          groups of one optimizer: one backward of Eq. (1) gives ``θ_i`` the gradient ``λ0·∇L_pixel``, Eq. (5) up to
-          ``λ0``, which RMSprop's per-parameter normalisation removes), ``domain`` (``θ_d`` and the kernel logits),
-          ``student``, ``assistant``. Each step updates them in this order, each inside ``toggled_optimizer``; the
-          domain, student and assistant steps use the SR face of the ``fhn`` step, detached. In Eq. (12) ``f_S`` is a
-          constant (the student's objective is Eq. (11) alone). The public code never steps the assistant's
-          optimizer; here every player is stepped every batch. Every optimizer step counts as a global step.
+        * Losses: ``loss_reduction: sum`` (default) is the paper's formulas, per-image sums over pixels (Eq. (4) with
+          its ``1/C``) and squared L2 norms of whole maps (Eqs. (11), (12)), averaged over the batch; ``mean`` also
+          averages over elements (a rescaling of the ``λ``s). With sums the pixel term dominates Eq. (1) and
+          ``L_domain`` (at most 2) is a light regulariser; ``λ0 = λ1 = λ2 = 1`` (the paper gives none). Eq. (3)'s
+          targets are Gaussians of ``heatmap_sigma`` px at the data's landmarks (``crossres.data.priors``); parsing
+          labels come from the data, or from the landmarks when a batch has none.
+        * Joint end-to-end training (§3.3): FHN also receives ``λ_rec · (L_S / ||f_T^K||² + L_A / Σ_k ||f_T^k||²)``
+          through the SR face: the distillation errors relative to the teacher's map energy (the paper gives no
+          weight; the raw squared norms scale with the teacher's activations, ~1e4-1e5 for a small iresnet, and would
+          swamp Eq. (1)). The public code instead trains HRN on stored SR faces (and initialises student and
+          assistant from the teacher); ``lambda_recognition: 0`` is that reading.
+        * Players and optimizers: ``fhn`` (``θ_G`` and ``θ_i``, two parameter groups of one optimizer: one backward
+          of Eq. (1) gives ``θ_i`` the gradient ``λ0·∇L_pixel``, Eq. (5) up to ``λ0``, which RMSprop's per-parameter
+          normalisation removes), ``domain`` (``θ_d`` and the kernel logits), ``student``, ``assistant``; each is
+          stepped every batch inside its ``toggled_optimizer`` (the public code never steps the assistant's
+          optimizer). One step: FHN forward and its losses; the student (Eq. (11)) and the assistant (Eq. (12),
+          ``f_S`` constant: the student's objective is Eq. (11) alone) step on the SR face taken as an input leaf,
+          whose gradient gives ``∂L_rec/∂I_sr``; FHN steps on Eq. (1) plus ``λ_rec·⟨I_sr, ∂L_rec/∂I_sr⟩`` (the
+          gradient of a joint backward, with one forward of each network); ``D_d`` steps on the detached maps. Every
+          optimizer step counts as a global step (4 per batch).
         * Blocks (§4): the 4 stages of each (ResNet-like) backbone. The paper picks networks whose block outputs
           agree; where a student's or assistant's channels differ from the teacher's, a 1x1 convolution maps each
           block output to the teacher's channels (the spatial sizes must agree). The assistant's adapters train with
           Eq. (12), the student's last one with Eq. (11); Eq. (11) does not reach the student's adapters of blocks
           1 .. K-1, which Eq. (12) needs, so they are fitted to the teacher's maps by the same squared error on
           detached student maps (``train_loss_student_adapters``): they translate the student's maps into the
-          teacher's channels without changing what the student learns. The FHN also sees Eq. (12) through ``f_A``
-          only. The probe embedding is the frozen teacher's embedding head applied
-          to ``f_S^K + f_A^K``, so that it lives in the teacher's space and is comparable with the gallery's
-          ``f_T``. Student and assistant start from random weights (the paper does not say).
+          teacher's channels without changing what the student learns. FHN sees Eq. (12) through ``f_A`` only.
+          The probe embedding is the frozen teacher's embedding head applied to ``f_S^K + f_A^K``, so that it lives
+          in the teacher's space and is comparable with the gallery's ``f_T``. Student and assistant start from
+          random weights (the paper does not say).
         * Evaluation (§3.3, Table 2): the HR gallery side is always the teacher on the HR face; LR-LR scores use the
           probe path on both faces. ``eval_mode`` picks the probe path for the ablations of Table 1 without new
           training: ``rim`` (f; with ``use_assistant: false`` the student alone), ``fhn_student`` (e, the student
@@ -101,14 +113,17 @@ class RIM(CrossResMethod):
         num_landmarks: landmark heatmaps ``N`` (68 iBUG points).
         num_parsing_classes: parsing classes (11 Helen classes).
         heatmap_sigma: standard deviation (HR pixels) of the ground-truth landmark Gaussians.
-        mmd_bandwidths: Gaussian bandwidths ``σ_u`` of Eq. (9) on the L2-normalised ``D_d`` features.
+        mmd_bandwidths: Gaussian bandwidths ``σ_u`` of Eq. (9); with ``mmd_relative`` multiples of the mean squared
+            distance between the pooled ``D_d`` features (default ``[0.25, 0.5, 1, 2, 4]``).
+        mmd_relative: bandwidths relative to the features' mean squared distance (DAN, Long et al. 2015).
         learn_kernel_weights: let ``D_d``'s optimizer learn the convex kernel weights ``β_u`` (maximising the MMD).
         mmd_gather_distributed: under DDP, estimate the MMD on all ranks' samples.
         lambda_domain: weight of ``L_domain`` in Eq. (1) (1 in the paper; 0 switches the adversarial term off).
         lambda_pixel: ``λ0`` of Eq. (1).
         lambda_landmark: ``λ1`` of Eq. (1).
         lambda_parsing: ``λ2`` of Eq. (1).
-        lambda_recognition: weight of the HRN losses ``L_S + L_A`` back-propagated into FHN (joint training, §3.3).
+        lambda_recognition: weight of the relative HRN errors back-propagated into FHN (joint training, §3.3; 0:
+            FHN learns from Eq. (1) alone and HRN from its SR faces).
         loss_reduction: ``mean`` (over elements) or ``sum`` (the paper's per-image sums) for Eqs. (2)-(4), (11), (12).
         gradient_clip: clip every player's gradient norm to this value (``None``: no clipping).
         eval_mode: the probe path at evaluation: ``rim``, ``fhn_student``, ``fhn_teacher`` or ``teacher``.
@@ -116,6 +131,7 @@ class RIM(CrossResMethod):
             bicubic probe against the HR face; ``None``: every protocol.
         optimizer: ``rmsprop`` (the paper's, PyTorch defaults otherwise), ``sgd`` or ``adamw``, for every player.
         lr: learning rate of every player (1e-3 in the paper).
+        fhn_lr: learning rate of the FHN players (``fhn``, ``domain``) if different from ``lr``.
         weight_decay: weight decay of every player.
         **kwargs: optimisation and evaluation arguments of :class:`CrossResMethod`.
     """
@@ -141,6 +157,7 @@ class RIM(CrossResMethod):
         num_parsing_classes: int = 11,
         heatmap_sigma: float = 2.0,
         mmd_bandwidths: list[float] | None = None,
+        mmd_relative: bool = True,
         learn_kernel_weights: bool = True,
         mmd_gather_distributed: bool = False,
         lambda_domain: float = 1.0,
@@ -148,12 +165,13 @@ class RIM(CrossResMethod):
         lambda_landmark: float = 1.0,
         lambda_parsing: float = 1.0,
         lambda_recognition: float = 1.0,
-        loss_reduction: Literal["mean", "sum"] = "mean",
+        loss_reduction: Literal["mean", "sum"] = "sum",
         gradient_clip: float | None = 10.0,
         eval_mode: EvalMode = "rim",
         quality_lr_sizes: list[int] | None = None,
         optimizer: Literal["rmsprop", "sgd", "adamw"] = "rmsprop",
         lr: float = 1e-3,
+        fhn_lr: float | None = None,
         weight_decay: float = 0.0,
         **kwargs: Any,
     ) -> None:
@@ -203,9 +221,11 @@ class RIM(CrossResMethod):
                 num_parsing_classes=hp["num_parsing_classes"],
                 domain_dim=hp["domain_dim"],
             )
-        bandwidths = hp["mmd_bandwidths"] or [0.125, 0.25, 0.5, 1.0, 2.0]
         self.mmd = MKMMD(  # Eqs. (7)-(9)
-            bandwidths, learn_weights=hp["learn_kernel_weights"], gather_distributed=hp["mmd_gather_distributed"]
+            hp["mmd_bandwidths"] or [0.25, 0.5, 1.0, 2.0, 4.0],
+            learn_weights=hp["learn_kernel_weights"] and hp["use_fhn"],
+            relative=hp["mmd_relative"],
+            gather_distributed=hp["mmd_gather_distributed"],
         )
         self.pixel_loss = PixelLoss(hp["loss_reduction"])  # Eqs. (2), (5)
         self.landmark_loss = LandmarkHeatmapLoss(hp["loss_reduction"])  # Eq. (3)
@@ -285,18 +305,23 @@ class RIM(CrossResMethod):
         players.append([{"params": list(self.student.parameters()), "name": "student"}])
         if self.assistant is not None:
             players.append([{"params": list(self.assistant.parameters()), "name": "assistant"}])
-        return [self._optimizer(groups) for groups in players]
+        fhn_lr = self.hparams["fhn_lr"]
+        return [
+            self._optimizer(groups, fhn_lr if name in ("fhn", "domain") else None)
+            for name, groups in zip(self.player_names(), players, strict=True)
+        ]
 
     def player_names(self) -> list[str]:
         """Names of the players, in the order of ``configure_optimizers``."""
         names = ["fhn", "domain"] if self.fhn is not None else []
         return names + ["student"] + (["assistant"] if self.assistant is not None else [])
 
-    def _optimizer(self, groups: list[dict[str, Any]]) -> dict[str, Any]:
+    def _optimizer(self, groups: list[dict[str, Any]], lr: float | None = None) -> dict[str, Any]:
         hp = self.hparams
+        lr = hp["lr"] if lr is None else lr
         if hp["optimizer"] != "rmsprop":
-            return self.optimizer_and_scheduler(groups)
-        optimizer = torch.optim.RMSprop(groups, lr=hp["lr"], weight_decay=hp["weight_decay"])  # §4
+            return self.optimizer_and_scheduler(groups, lr=lr)
+        optimizer = torch.optim.RMSprop(groups, lr=lr, weight_decay=hp["weight_decay"])  # §4
         milestones, gamma, warmup = sorted(hp["milestones"] or []), hp["lr_gamma"], hp["warmup_epochs"]
 
         def factor(epoch: int) -> float:
@@ -343,24 +368,20 @@ class RIM(CrossResMethod):
             parsing = parsing[..., ::stride, ::stride]
         return heatmaps, parsing.long()
 
-    def _recognition_losses(self, teacher: list[Tensor], probe: Tensor) -> tuple[Tensor, Tensor | None]:
-        student = self.student(probe)
-        loss_s = self.student_loss(teacher[-1], student[-1])  # Eq. (11)
-        if self.assistant is None:
-            return loss_s, None
-        return loss_s, self.assistant_loss(teacher, student, self.assistant(probe))  # Eq. (12)
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         hp = self.hparams
         optimizers = self.optimizers()
         opts = dict(zip(self.player_names(), optimizers if isinstance(optimizers, list) else [optimizers], strict=True))
         hr, lr = batch["hr"], batch["lr"]
         n = hr.shape[0]
+        joint = self.fhn is not None and hp["lambda_recognition"] > 0
         with torch.no_grad():
             teacher_maps = self.teacher(hr)  # f_T^1 ... f_T^K on the HR face
+
+        out: FHNOutput | None = None
         probe = lr
         if self.fhn is not None:
-            # Player FHN (θ_G, θ_i): min Eq. (1) (and Eq. (5) for θ_i), plus the HRN losses through I_sr (§3.3).
+            # FHN forward and its losses; its step comes after HRN's, which hand back their gradients w.r.t. I_sr.
             with self.toggled_optimizer(opts["fhn"]):
                 out = self.fhn(lr, hr)
                 assert out.maps_hr is not None
@@ -377,31 +398,11 @@ class RIM(CrossResMethod):
                 if hp["use_priors"]:
                     loss_fhn = loss_fhn + hp["lambda_landmark"] * terms["landmark"]
                     loss_fhn = loss_fhn + hp["lambda_parsing"] * terms["parsing"]
-                if hp["lambda_recognition"] > 0:  # §3.3: end to end, HRN's losses reach FHN through I_sr
-                    with kept_batchnorm_statistics(self.student, self.assistant):  # N_S, N_A update them in their steps
-                        loss_s, loss_a = self._recognition_losses(teacher_maps, out.sr)
-                    terms["recognition"] = loss_s if loss_a is None else loss_s + loss_a
-                    loss_fhn = loss_fhn + hp["lambda_recognition"] * terms["recognition"]
                 terms["fhn"] = loss_fhn
                 if not self._finite(terms):
                     return
-                self._step(opts["fhn"], loss_fhn)
-            for name, value in terms.items():
-                key = "train_mmd" if name == "mmd" else f"train_loss_{name}"
-                self.log(key, value.detach(), batch_size=n, prog_bar=name == "fhn")
-            self.log("train_psnr_sr", psnr(out.sr.detach().clamp(0, 1), hr), batch_size=n)
-
-            # Player D_d (θ_d, β): max L_domain, i.e. min Eq. (6) L_Dd = -L_domain, on the detached maps.
-            with self.toggled_optimizer(opts["domain"]):
-                mmd = self.mmd(self.fhn.domain(out.maps.detach()), self.fhn.domain(out.maps_hr.detach()))
-                loss_domain = -mmd
-                if not self._finite({"domain": loss_domain}):
-                    return
-                self._step(opts["domain"], loss_domain)
-            self.log("train_loss_domain", loss_domain.detach(), batch_size=n)
-            for u, beta in enumerate(self.mmd.kernel_weights.detach()):
-                self.log(f"train_kernel_weight_{u}", beta, batch_size=n)
-            probe = out.sr.detach()
+            # HRN sees I_sr as an input leaf: its backward passes leave dL_S/dI_sr, dL_A/dI_sr in probe.grad.
+            probe = out.sr.detach().requires_grad_(joint)
 
         # Player N_S: min Eq. (11) on the SR face; its 1x1 adapters of blocks 1 .. K-1 (if any) are fitted to the
         # teacher's maps on detached block outputs, so the network itself only sees Eq. (11).
@@ -415,19 +416,50 @@ class RIM(CrossResMethod):
             if not self._finite(losses):
                 return
             self._step(opts["student"], torch.stack(list(losses.values())).sum())
-        for name, value in losses.items():
-            self.log(f"train_loss_{name}", value.detach(), batch_size=n, prog_bar=name == "student")
+        # §3.3 coupling: each distillation error relative to the teacher's map energy (dimensionless, see Deviations).
+        energy = [self.student_loss(f, torch.zeros_like(f)).clamp_min(1e-12) for f in teacher_maps]
+        recognition = losses["student"].detach() / energy[-1]
+        probe_grad = probe.grad / energy[-1] if probe.grad is not None else None
+        probe.grad = None
 
         # Player N_A: min Eq. (12), the residuals f_T^k - f_S^k at every block (f_S^k constants).
         if self.assistant is not None:
             with self.toggled_optimizer(opts["assistant"]):
-                loss_assistant = self.assistant_loss(  # the residuals f_T^k - f_S^k (f_S^k constants here)
-                    teacher_maps, [f.detach() for f in student_maps], self.assistant(probe)
-                )
-                if not self._finite({"assistant": loss_assistant}):
+                losses["assistant"] = self.assistant_loss(teacher_maps, student_maps, self.assistant(probe))
+                if not self._finite({"assistant": losses["assistant"]}):
                     return
-                self._step(opts["assistant"], loss_assistant)
-            self.log("train_loss_assistant", loss_assistant.detach(), batch_size=n, prog_bar=True)
+                self._step(opts["assistant"], losses["assistant"])
+            total_energy = torch.stack(energy).sum()
+            recognition = recognition + losses["assistant"].detach() / total_energy
+            if probe.grad is not None and probe_grad is not None:
+                probe_grad = probe_grad + probe.grad / total_energy
+        for name, value in losses.items():
+            self.log(f"train_loss_{name}", value.detach(), batch_size=n, prog_bar=name != "student_adapters")
+        if out is None:
+            return
+        assert self.fhn is not None and out.maps_hr is not None
+
+        # Player FHN (θ_G, θ_i): min Eq. (1) (Eq. (5) for θ_i) + λ_rec L_rec through I_sr (§3.3, end to end).
+        with self.toggled_optimizer(opts["fhn"]):
+            objective = loss_fhn
+            if joint and probe_grad is not None:
+                terms["recognition"] = recognition
+                objective = objective + hp["lambda_recognition"] * (out.sr * probe_grad).sum()
+            self._step(opts["fhn"], objective)
+        for name, value in terms.items():
+            key = "train_mmd" if name == "mmd" else f"train_loss_{name}"
+            self.log(key, value.detach(), batch_size=n, prog_bar=name == "fhn")
+        self.log("train_psnr_sr", psnr(out.sr.detach().clamp(0, 1), hr), batch_size=n)
+
+        # Player D_d (θ_d, β): max L_domain, i.e. min Eq. (6) L_Dd = -L_domain, on the detached maps.
+        with self.toggled_optimizer(opts["domain"]):
+            loss_domain = -self.mmd(self.fhn.domain(out.maps.detach()), self.fhn.domain(out.maps_hr.detach()))
+            if not self._finite({"domain": loss_domain}):
+                return
+            self._step(opts["domain"], loss_domain)
+        self.log("train_loss_domain", loss_domain.detach(), batch_size=n)
+        for u, beta in enumerate(self.mmd.kernel_weights.detach()):
+            self.log(f"train_kernel_weight_{u}", beta, batch_size=n)
 
     def on_train_epoch_end(self) -> None:
         schedulers = self.lr_schedulers()

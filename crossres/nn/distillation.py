@@ -9,15 +9,14 @@ block outputs to the teacher's channels with 1x1 convolutions where they differ.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from crossres.nn.backbones import IResNet
 
-__all__ = ["AdaptedBlocks", "BlockAdapters", "BlockwiseBackbone", "check_block_shapes", "kept_batchnorm_statistics"]
+__all__ = ["AdaptedBlocks", "BlockAdapters", "BlockwiseBackbone", "check_block_shapes"]
 
 NUM_BLOCKS = 4
 
@@ -217,34 +216,3 @@ class AdaptedBlocks(nn.Module):
     def adapted_blocks(self) -> list[int]:
         """Indices ``k`` (0-based) of the blocks whose outputs pass through a 1x1 adapter."""
         return [k for k, adapter in enumerate(self.adapters.adapters) if not isinstance(adapter, nn.Identity)]
-
-
-@contextmanager
-def kept_batchnorm_statistics(*modules: nn.Module | None) -> Iterator[None]:
-    """Run training-mode forwards through ``modules`` without moving their BatchNorm running statistics.
-
-    For a forward pass that only carries gradients to another network (RIM: the student and assistant on the SR face
-    in FHN's step), so that each batch updates a network's statistics once, in its own step.
-
-    Args:
-        *modules: networks whose BatchNorm buffers are restored on exit (``None`` entries are skipped).
-
-    Yields:
-        Nothing; the buffers are restored when the block exits.
-    """
-    norms: list[nn.modules.batchnorm._BatchNorm] = [
-        m
-        for module in modules
-        if module is not None
-        for m in module.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    ]
-    # With track_running_stats off, a training-mode BatchNorm normalises by the batch statistics (as it would anyway)
-    # and neither reads nor writes its buffers, so nothing in the autograd graph is modified in place.
-    for m in norms:
-        m.track_running_stats = False
-    try:
-        yield
-    finally:
-        for m in norms:
-            m.track_running_stats = True

@@ -222,9 +222,10 @@ class FeatureIntegrator(nn.Module):
 class DomainDiscriminator(nn.Module):
     """``D_d``: features of the tri-path maps on which MK-MMD is measured (maximised by ``D_d``, Eq. (6)).
 
-    A 1x1 convolution, three stride-2 convolutions, global average pooling and a linear layer; the output is
-    L2-normalised so that the Gaussian kernels' bandwidths apply to a fixed scale (squared distances in ``[0, 4]``)
-    and the maximisation over ``D_d`` cannot inflate the features.
+    A 1x1 convolution, three stride-2 convolutions, global average pooling and a linear layer. With ``normalize`` the
+    output is L2-normalised (squared distances in ``[0, 4]``, for fixed kernel bandwidths); RIM uses raw features with
+    bandwidths relative to their mean squared distance instead, which keeps the MMD scale-free: L2-normalised features
+    let ``D_d`` saturate every Gaussian kernel (all features equal, MMD and its gradient zero) and stay there.
 
     Args:
         in_channels: channels of the concatenated maps.
@@ -233,7 +234,7 @@ class DomainDiscriminator(nn.Module):
         normalize: L2-normalise the output.
     """
 
-    def __init__(self, in_channels: int, channels: int = 32, dim: int = 64, normalize: bool = True) -> None:
+    def __init__(self, in_channels: int, channels: int = 32, dim: int = 64, normalize: bool = False) -> None:
         super().__init__()
         self.body = nn.Sequential(
             _conv(in_channels, channels, kernel_size=1),

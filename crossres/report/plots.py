@@ -255,16 +255,17 @@ def _style_legend(ax: Axes, pair_sets: Sequence[str], colours: Sequence[Any]) ->
 
 # ------------------------------------------------------------------------------- distance distributions
 def _distribution_columns(
-    table: ScoreTable, pair_set: str, sizes: Sequence[int], hr_size: int | None
+    table: ScoreTable, pair_set: str, sizes: Sequence[int | str], hr_size: int | None
 ) -> list[tuple[str, str | None]]:
-    """``(label, protocol)`` per requested size; protocol ``None`` is HR-HR."""
+    """``(label, protocol)`` per requested size or protocol name; protocol ``None`` is HR-HR."""
     available = {p: protocol_height(p) for (s, c, p) in table if s == pair_set and c != "hr_hr"}
     by_height: dict[int, str] = {}
     for protocol, height in sorted(available.items(), key=lambda kv: (len(kv[0]), kv[0])):
         if height is not None:
             by_height.setdefault(height, protocol)
     largest = max(by_height, default=0)
-    requested = sorted(dict.fromkeys(int(s) for s in sizes))
+    requested = sorted(dict.fromkeys(int(s) for s in sizes if not isinstance(s, str)))
+    named = [s for s in dict.fromkeys(sizes) if isinstance(s, str)]
     columns: list[tuple[str, str | None]] = []
     hr_wanted = False
     for size in requested:
@@ -276,6 +277,11 @@ def _distribution_columns(
             hr_wanted = True
         else:
             log.warning("distance_distributions: %s has no %d px protocol; skipped", pair_set, size)
+    for protocol in named:
+        if protocol in available:
+            columns.append((protocol.removesuffix("_focus"), protocol))
+        else:
+            log.warning("distance_distributions: %s has no protocol %r; skipped", pair_set, protocol)
     if hr_wanted and (pair_set, "hr_hr", "") in table:
         columns.append(("HR" if hr_size is None else f"HR\n({hr_size} px)", None))
     return columns
@@ -304,7 +310,7 @@ def _split_violin(ax: Axes, data: np.ndarray, x: float, side: str, colour: Any, 
 def distance_distributions(
     scores: Scores,
     path: str | Path,
-    sizes: Sequence[int] = (7, 14, 28, 56, 112),
+    sizes: Sequence[int | str] = (7, 14, 28, 56, 112),
     hr_size: int | None = None,
     pair_sets: Sequence[str] | None = None,
     title: str | None = None,
@@ -318,8 +324,9 @@ def distance_distributions(
     Args:
         scores: a ``scores_<split>.npz`` (or its loaded mapping).
         path: the PNG to write.
-        sizes: LR heights to show; a size with no ``"<size>px"`` protocol that is at least ``hr_size`` (or, without
-            ``hr_size``, above every protocol's size) is the HR column; other missing sizes are skipped.
+        sizes: LR heights to show, and protocol names (``"low_res_focus"``) drawn after them; a size with no
+            ``"<size>px"`` protocol that is at least ``hr_size`` (or, without ``hr_size``, above every protocol's
+            size) is the HR column; other missing sizes are skipped.
         hr_size: HR image height, used for the HR column.
         pair_sets: pair sets to draw (default all).
         title: figure title.
@@ -357,7 +364,8 @@ def distance_distributions(
             if col == 0:
                 ax.set_ylabel("cosine distance  1 - cos")
             if row == len(layout) - 1:
-                ax.set_xlabel("LR size")
+                ranges = any(p is not None and protocol_height(p) is None for _, p in columns)
+                ax.set_xlabel("LR size or protocol" if ranges else "LR size")
     from matplotlib.patches import Patch
 
     handles = [Patch(facecolor=_POSITIVE, alpha=0.75), Patch(facecolor=_NEGATIVE, alpha=0.75)]
@@ -397,40 +405,56 @@ def roc_curves(scores: Scores, path: str | Path, max_protocols: int = 8, title: 
     names = sorted({s for s, _, _ in table})
     if not names:
         raise ValueError("roc_curves: the score file holds no pair set")
-    fig = _new_figure(11.0, 0.6 + 4.0 * len(names))
+    from matplotlib.lines import Line2D
+
+    fig = _new_figure(12.5, 0.6 + 3.8 * len(names))
     axes = fig.subplots(len(names), 2, squeeze=False)
     cmap = colormaps["viridis"]
+    others = [colormaps["tab10"](i) for i in (3, 5, 6, 7, 8, 1)]  # clear of viridis' purples, greens, yellows
     for row, name in enumerate(names):
         protocols = sort_protocols([p for (s, c, p) in table if s == name and c != "hr_hr"])
         fixed = _spread([p for p in protocols if protocol_height(p) is not None], max_protocols)
         other = [p for p in protocols if protocol_height(p) is None]
-        styles: list[tuple[str | None, str, Any, str]] = []
+        styles: list[tuple[str | None, str, Any, Any]] = []
         for i, protocol in enumerate(fixed):
             styles.append((protocol, protocol, cmap(0.85 * i / max(1, len(fixed) - 1)), "-"))
         for i, protocol in enumerate(other):
-            styles.append((protocol, protocol, colormaps["tab10"](3 + i % 7), "-."))
+            styles.append((protocol, protocol, others[i % len(others)], "-."))
         styles.append((None, "HR-HR", "black", "--"))
+        aucs: dict[str, list[str]] = {legend: [] for _, legend, _, _ in styles}
+        smallest = 1.0
         for col, (scenario, label) in enumerate((("CR", "CR: HR-LR"), ("ER", "ER: LR-LR"))):
             ax = axes[row, col]
-            smallest = 1.0
             for protocol, legend, colour, style in styles:
                 found = _pooled(table, name, "HR" if protocol is None else scenario, protocol or "")
                 if found is None or found[1].all() or not found[1].any():
+                    aucs[legend].append("–")
                     continue
                 fpr_t, tpr_t, _ = verification_roc(torch.from_numpy(found[0]), torch.from_numpy(found[1]))
                 fpr, tpr = fpr_t.numpy(), tpr_t.numpy()
                 keep = fpr > 0
                 smallest = min(smallest, float(fpr[keep].min()) if keep.any() else 1.0)
                 ax.plot(fpr[keep], tpr[keep], color=colour, linestyle=style, linewidth=1.4)
-                ax.plot([], [], color=colour, linestyle=style, label=f"{legend} (AUC {_auc(fpr, tpr):.3f})")
+                aucs[legend].append(f"{_auc(fpr, tpr):.3f}")
             ax.set_xscale("log")
-            ax.set_xlim(smallest, 1.0)
             ax.set_ylim(0.0, 1.01)
             ax.set_xlabel("FAR (false accept rate)")
             ax.set_ylabel("TAR (true accept rate)")
             ax.set_title(f"{name}: {label}", fontsize=10)
             ax.grid(which="both", alpha=0.25)
-            ax.legend(loc="lower right", fontsize=7)
+        for ax in axes[row]:
+            ax.set_xlim(smallest, 1.0)
+        handles = [Line2D([], [], color=colour, linestyle=style, linewidth=1.6) for _, _, colour, style in styles]
+        labels = [f"{legend}  {' / '.join(aucs[legend])}" for _, legend, _, _ in styles]
+        axes[row, 1].legend(
+            handles,
+            labels,
+            title="protocol  AUC CR / ER",
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            fontsize=8,
+            title_fontsize=8,
+        )
     fig.suptitle(title or "ROC per protocol (HR-LR pools both pair orders)")
     return _save(fig, path)
 

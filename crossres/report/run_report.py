@@ -286,11 +286,12 @@ def build_report(
         notes.append("No fixed-size protocol was evaluated: no accuracy-vs-resolution curve.")
     if scores_path.is_file():
         scores = load_scores(scores_path)
-        if sizes or hr_size:
+        ranges = [p for p in protocols if p in KNOCHE_PROTOCOLS]
+        if sizes or ranges:
             path = distance_distributions(
                 scores,
                 report_dir / "distance_distributions.png",
-                sizes=[*sizes, hr_size or max(sizes, default=0) + 1],
+                sizes=[*sizes, *ranges, hr_size or max(sizes, default=0) + 1],
                 hr_size=hr_size,
                 title=f"{method}: cosine distance 1 - cos, positive (blue) vs negative (orange) pairs",
             )
