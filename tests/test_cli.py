@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+import crossres.methods
 from crossres.cli import main
 from crossres.methods import Baseline
 
@@ -186,18 +187,21 @@ def test_trainer_saves_checkpoints_atomically(tiny_args: list[str]) -> None:
     from crossres.methods.base import CrossResMethod
 
     cli = CrossResCLI(
-        CrossResMethod, FaceDataModule, subclass_mode_model=True, auto_configure_optimizers=False, run=False,
+        CrossResMethod,
+        FaceDataModule,
+        subclass_mode_model=True,
+        auto_configure_optimizers=False,
+        run=False,
         args=[*tiny_args, *TINY_MODEL],
     )
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in __import__("crossres.methods").methods.__all__ if n not in ("CrossResMethod", "NonFiniteLossError")]
-)
-def test_every_method_is_exported_and_has_a_config(name: str) -> None:
-    import crossres.methods
+METHODS = [n for n in crossres.methods.__all__ if n not in ("CrossResMethod", "NonFiniteLossError")]
 
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_is_exported_and_has_a_config(name: str) -> None:
     cls = getattr(crossres.methods, name)
     assert cls.__doc__ and "Paper:" in cls.__doc__ and "Args:" in cls.__doc__
     configs = [p for p in (REPO / "experiments").glob("*.yaml") if cls.__name__ in p.read_text()]

@@ -11,8 +11,15 @@ from crossres.transforms.functional import degrade, to_float
 
 def _dm(**kwargs: object) -> FaceDataModule:
     defaults: dict[str, object] = dict(
-        image_size=(32, 32), num_identities=4, images_per_identity=3, synthetic_pairs=20, protocols=[4, 8],
-        lr_sizes=[4, 8], batch_size=6, eval_batch_size=8, num_workers=0,
+        image_size=(32, 32),
+        num_identities=4,
+        images_per_identity=3,
+        synthetic_pairs=20,
+        protocols=[4, 8],
+        lr_sizes=[4, 8],
+        batch_size=6,
+        eval_batch_size=8,
+        num_workers=0,
     )
     defaults.update(kwargs)
     return FaceDataModule(**defaults)  # type: ignore[arg-type]

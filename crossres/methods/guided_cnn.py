@@ -61,7 +61,8 @@ class GuidedCNN(CrossResMethod):
         embedding_size: feature dimension ``f_H``/``f_L``; must match the guide's checkpoint.
         guide_weights: the pretrained HR model ``CNN_H`` (crossres ``.ckpt`` or insightface ``backbone.pth``).
         init_learner_from_guide: initialise every learner with the guide's weights (else from scratch).
-        guidance_weight: ``λ`` of Eq. (3) (the paper sweeps 0 … 100, Fig. 5; 0 is "Ours*").
+        guidance_weight: ``λ`` of Eq. (3) (the paper sweeps 0 … 100, Fig. 5, and gives no default; 0 is "Ours*";
+            10 puts ``λ·Lc``, with ``Lc`` in ``[0, 2]``, on the scale of the initial softmax loss).
         head: the learner's classification loss: ``softmax`` (Eq. (1), the paper's), ``cosface`` or ``arcface``.
         scale: margin heads' logit scale ``s`` (unused by ``softmax``).
         margin: margin heads' ``m`` (``None``: the head's default; must be ``None`` for ``softmax``).
@@ -82,7 +83,7 @@ class GuidedCNN(CrossResMethod):
         embedding_size: int = 512,
         guide_weights: str | None = HR_MODEL_PATH,
         init_learner_from_guide: bool = True,
-        guidance_weight: float = 1.0,
+        guidance_weight: float = 10.0,
         head: Literal["softmax", "cosface", "arcface"] = "softmax",
         scale: float = 64.0,
         margin: float | None = None,
