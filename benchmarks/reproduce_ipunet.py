@@ -255,7 +255,7 @@ def main() -> None:
         f"SR grid: {GRID.relative_to(REPO)} (rows: probes; columns: HR, then bicubic | SR at 7x6, 14x12, 21x15, "
         "32x32 of the paper's sizes).",
     ]
-    print("\n" + "\n".join(lines) + f"\n\n(total {time.time() - start:.0f} s)")
+    print("\n" + "\n".join(lines) + f"\n\n(total {time.time() - start:.0f} s wall, {time.process_time():.0f} s CPU)")
 
 
 if __name__ == "__main__":
