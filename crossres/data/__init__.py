@@ -1,0 +1,17 @@
+"""Datasets, formats, protocols and the data module (no Lightning below `datamodule`)."""
+
+from crossres.data.pairs import PairDataset, PairSet
+
+__all__ = ["FaceDataModule", "PairDataset", "PairSet", "SyntheticFaces"]
+
+
+def __getattr__(name: str):  # noqa: ANN202 - lazy: `crossres.data` stays importable without Lightning
+    if name == "FaceDataModule":
+        from crossres.data.datamodule import FaceDataModule
+
+        return FaceDataModule
+    if name == "SyntheticFaces":
+        from crossres.data.synthetic import SyntheticFaces
+
+        return SyntheticFaces
+    raise AttributeError(name)

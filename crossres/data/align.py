@@ -1,0 +1,262 @@
+"""Five-point face alignment onto the ArcFace template (similarity transform, Umeyama 1991).
+
+The 112 x 112 template is insightface's ``arcface_dst`` (eyes, nose tip, mouth corners, ``(x, y)`` px); the
+112 x 96 template is the same points shifted by 8 px to the left. The transform from the detected landmarks to
+the template is the least-squares similarity of Umeyama, "Least-squares estimation of transformation
+parameters between two point patterns", IEEE TPAMI 13(4), 1991, Eqs. (40)-(42); the warp is bilinear
+(``kornia.geometry.transform.warp_affine``), with pixel centres at integer coordinates as in OpenCV.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import torch
+from kornia.geometry.transform import warp_affine
+from torch import Tensor
+from torchvision.io import encode_jpeg, encode_png
+
+from crossres.data.formats import IMAGE_EXTENSIONS, decode_image_bytes
+
+__all__ = [
+    "ARCFACE_TEMPLATE_112",
+    "ARCFACE_TEMPLATE_112x96",
+    "align_faces",
+    "align_folder",
+    "arcface_template",
+    "estimate_similarity",
+    "load_landmarks",
+]
+
+log = logging.getLogger(__name__)
+
+#: insightface ``arcface_dst``: left eye, right eye, nose tip, left and right mouth corner, 112 x 112 px.
+ARCFACE_TEMPLATE_112 = torch.tensor(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=torch.float64,
+)
+#: The same template for 112 x 96 (h x w) crops: ``x - 8``.
+ARCFACE_TEMPLATE_112x96 = ARCFACE_TEMPLATE_112 - torch.tensor([8.0, 0.0], dtype=torch.float64)
+
+
+def arcface_template(output_size: tuple[int, int] = (112, 112)) -> Tensor:
+    """The five ArcFace template points for an output of ``(h, w)`` px.
+
+    ``(112, 112)`` and ``(112, 96)`` are the published templates; a size with the 112:96 aspect ratio scales the
+    96-wide template, any other size scales the 112 x 112 template per axis.
+
+    Args:
+        output_size: ``(h, w)`` of the aligned crop.
+
+    Returns:
+        ``(5, 2)`` float64 ``(x, y)`` points.
+    """
+    h, w = output_size
+    if w * 112 == h * 96:
+        return ARCFACE_TEMPLATE_112x96 * (h / 112.0)
+    return ARCFACE_TEMPLATE_112 * torch.tensor([w / 112.0, h / 112.0], dtype=torch.float64)
+
+
+def estimate_similarity(src: Tensor, dst: Tensor) -> Tensor:
+    """Least-squares similarity transform (rotation, uniform scale, translation) mapping ``src`` onto ``dst``.
+
+    Umeyama (1991): with the centred point sets and ``Sigma = (1/n) sum (y_i - mu_y)(x_i - mu_x)^T = U D V^T``,
+    Eq. (40) ``R = U S V^T`` (``S = diag(1, -1)`` when ``det U det V < 0``, which excludes reflections),
+    Eq. (42) ``c = tr(D S) / sigma_x^2``, Eq. (41) ``t = mu_y - c R mu_x``.
+
+    Args:
+        src: ``(B, N, 2)`` or ``(N, 2)`` source points ``(x, y)``, ``N >= 2``.
+        dst: target points of the same shape.
+
+    Returns:
+        ``(B, 2, 3)`` (or ``(2, 3)``) matrices ``[c R | t]`` with ``dst ~ c R src + t``, in the input's floating
+        dtype (float32 for integer input); computed in float64.
+
+    Raises:
+        ValueError: on mismatched shapes or a degenerate ``src`` (all points equal).
+    """
+    if src.shape != dst.shape or src.ndim not in (2, 3) or src.shape[-1] != 2 or src.shape[-2] < 2:
+        raise ValueError(
+            f"src and dst must both be (B, N, 2) or (N, 2) with N >= 2, got {tuple(src.shape)} and {tuple(dst.shape)}"
+        )
+    single = src.ndim == 2
+    out_dtype = src.dtype if src.is_floating_point() else torch.float32
+    x = (src[None] if single else src).double()
+    y = (dst[None] if single else dst).to(x)
+    n = x.shape[1]
+    mu_x, mu_y = x.mean(dim=1), y.mean(dim=1)
+    xc, yc = x - mu_x[:, None], y - mu_y[:, None]
+    var_x = xc.pow(2).sum(dim=(1, 2)) / n  # sigma_x^2, Eq. (36)
+    if bool((var_x <= 1e-12).any()):
+        raise ValueError("estimate_similarity: the source points of some item coincide; no transform exists")
+    sigma = yc.transpose(1, 2) @ xc / n  # Sigma_xy, Eq. (38)
+    u, d, vh = torch.linalg.svd(sigma)
+    sign = torch.sign(torch.linalg.det(u) * torch.linalg.det(vh))
+    s = torch.ones_like(d)
+    s[:, -1] = torch.where(sign < 0, -1.0, 1.0)
+    rotation = u @ torch.diag_embed(s) @ vh  # Eq. (40)
+    scale = (d * s).sum(dim=1) / var_x  # Eq. (42)
+    translation = mu_y - scale[:, None] * (rotation @ mu_x[:, :, None]).squeeze(-1)  # Eq. (41)
+    matrix = torch.cat([scale[:, None, None] * rotation, translation[:, :, None]], dim=2).to(out_dtype)
+    return matrix[0] if single else matrix
+
+
+def align_faces(
+    images: Tensor, landmarks: Tensor, output_size: tuple[int, int] = (112, 112), template: Tensor | None = None
+) -> Tensor:
+    """Warp faces so their five landmarks land on the ArcFace template.
+
+    Args:
+        images: ``(B, 3, H, W)`` or ``(3, H, W)``, ``uint8`` or float; any input size.
+        landmarks: ``(B, 5, 2)`` or ``(5, 2)`` ``(x, y)`` pixel coordinates in ``images`` (eyes, nose, mouth
+            corners, subject's left first as in insightface's detectors' output order).
+        output_size: ``(h, w)`` of the aligned crops.
+        template: ``(5, 2)`` target points; default :func:`arcface_template` of ``output_size``.
+
+    Returns:
+        ``(B, 3, h, w)`` (or ``(3, h, w)``) aligned faces in the input dtype (``uint8`` rounded); pixels that
+        come from outside the input are 0.
+
+    Raises:
+        ValueError: on mismatched batch sizes or landmark shapes.
+    """
+    single = images.ndim == 3
+    batch = images[None] if single else images
+    points = landmarks[None] if landmarks.ndim == 2 else landmarks
+    if batch.ndim != 4 or points.ndim != 3 or points.shape[0] != batch.shape[0] or points.shape[-1] != 2:
+        raise ValueError(
+            f"images must be (B, 3, H, W) or (3, H, W) and landmarks (B, N, 2) or (N, 2) with the same B, got "
+            f"{tuple(images.shape)} and {tuple(landmarks.shape)}"
+        )
+    target = arcface_template(output_size) if template is None else torch.as_tensor(template, dtype=torch.float64)
+    if target.shape != points.shape[1:]:
+        raise ValueError(f"template has shape {tuple(target.shape)}, landmarks have {tuple(points.shape[1:])}")
+    matrix = estimate_similarity(points.double().cpu(), target.expand_as(points).cpu())
+    source = batch.float() if not batch.is_floating_point() else batch
+    warped = warp_affine(
+        source,
+        matrix.to(device=source.device, dtype=source.dtype),
+        dsize=(int(output_size[0]), int(output_size[1])),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=True,
+    )
+    if batch.dtype == torch.uint8:
+        warped = warped.round().clamp(0, 255).to(torch.uint8)
+    return warped[0] if single else warped
+
+
+def load_landmarks(landmarks_file: str | Path) -> dict[str, Tensor]:
+    """Read five-point landmarks per image.
+
+    Args:
+        landmarks_file: JSON ``{path: [[x, y] * 5]}`` (``.json``) or CSV lines ``path,x1,y1,...,x5,y5``
+            (an optional header line is skipped).
+
+    Returns:
+        Relative image path (as written in the file) -> ``(5, 2)`` float64 tensor.
+
+    Raises:
+        FileNotFoundError: if the file is missing.
+        ValueError: on a malformed entry (the message names the file and line or key).
+    """
+    path = Path(landmarks_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"landmarks file {path} not found")
+    out: dict[str, Tensor] = {}
+    if path.suffix.lower() == ".json":
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object {{path: [[x, y] * 5]}}")
+        for key, value in data.items():
+            try:
+                out[str(key)] = torch.tensor(value, dtype=torch.float64).reshape(5, 2)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise ValueError(f"{path}: entry {key!r} is not five (x, y) points: {err}") from err
+        return out
+    with open(path, newline="") as f:
+        for lineno, row in enumerate(csv.reader(f), start=1):
+            if not row or not "".join(row).strip():
+                continue
+            try:
+                values = [float(v) for v in row[1:]]
+            except ValueError:
+                if lineno == 1:  # header
+                    continue
+                raise ValueError(
+                    f"{path}:{lineno}: expected 'path,x1,y1,...,x5,y5' with numbers, got {row!r}"
+                ) from None
+            if len(values) != 10:
+                raise ValueError(f"{path}:{lineno}: expected 10 coordinates after the path, got {len(values)}")
+            out[row[0].strip()] = torch.tensor(values, dtype=torch.float64).reshape(5, 2)
+    return out
+
+
+def align_folder(
+    src_dir: str | Path,
+    dst_dir: str | Path,
+    landmarks_file: str | Path,
+    output_size: tuple[int, int] = (112, 112),
+    overwrite: bool = False,
+    quality: int = 95,
+) -> dict[str, int]:
+    """Align every image of ``src_dir`` that has landmarks into ``dst_dir``, mirroring the folder layout.
+
+    ``src_dir/<identity>/<file>`` becomes ``dst_dir/<identity>/<file>`` (JPEG, or PNG for ``.png`` files), ready
+    for :class:`~crossres.data.formats.ImageFolderFaces`. All outputs are checked before anything is written.
+
+    Args:
+        src_dir: input images (any depth).
+        dst_dir: output root.
+        landmarks_file: see :func:`load_landmarks`; paths relative to ``src_dir`` (or absolute inside it).
+        output_size: ``(h, w)`` of the aligned crops.
+        overwrite: replace existing output files instead of raising.
+        quality: JPEG quality.
+
+    Returns:
+        ``{"aligned": written images, "missing_landmarks": images of src_dir without landmarks,
+        "missing_images": landmark entries whose image does not exist}``.
+
+    Raises:
+        FileNotFoundError: if ``src_dir`` or the landmarks file is missing.
+        FileExistsError: if an output exists and ``overwrite`` is false.
+        ValueError: if a landmark path points outside ``src_dir``.
+    """
+    src, dst = Path(src_dir).resolve(), Path(dst_dir)
+    if not src.is_dir():
+        raise FileNotFoundError(f"source folder {src_dir} not found")
+    landmarks = load_landmarks(landmarks_file)
+    jobs: list[tuple[Path, Path, Tensor]] = []
+    missing_images = 0
+    covered: set[Path] = set()
+    for name, points in landmarks.items():
+        image_path = (src / name).resolve()
+        if not image_path.is_relative_to(src):
+            raise ValueError(f"{landmarks_file}: image {name!r} lies outside the source folder {src}")
+        if not image_path.is_file():
+            missing_images += 1
+            log.warning("align_folder: %s listed in %s does not exist", image_path, landmarks_file)
+            continue
+        covered.add(image_path)
+        jobs.append((image_path, dst / image_path.relative_to(src), points))
+    existing = [out for _, out, _ in jobs if out.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{len(existing)} output file(s) already exist, e.g. {existing[0]}; pass overwrite=True to replace them"
+        )
+    for image_path, out_path, points in jobs:
+        aligned = align_faces(decode_image_bytes(image_path.read_bytes()), points, output_size=output_size)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        encoded = encode_png(aligned) if out_path.suffix.lower() == ".png" else encode_jpeg(aligned, quality=quality)
+        out_path.write_bytes(encoded.numpy().tobytes())
+    all_images = {p.resolve() for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS}
+    return {"aligned": len(jobs), "missing_landmarks": len(all_images - covered), "missing_images": missing_images}

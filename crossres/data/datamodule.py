@@ -1,0 +1,372 @@
+"""`FaceDataModule`: one training set, N named verification pair sets, GPU-side degradation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import albumentations as A
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from crossres.data.pairs import PairDataset, PairSet
+from crossres.transforms.degradation import BatchDegradation, CameraDegradation, DegradedViews, ResolutionSampler
+from crossres.transforms.functional import Backend, degrade, to_float
+
+__all__ = ["FaceDataModule"]
+
+# btm-stm protocol folders are named after the datasets, the insightface `.bin` files after their files.
+_BTM_STM_FOLDERS = {"lfw": "LFW", "agedb_30": "AgeDB", "agedb": "AgeDB", "cfp_fp": "CFP-FP", "calfw": "CALFW"}
+_BTM_STM_FOLDERS["cplfw"] = "CPLFW"
+
+# iBUG 68-point order after a horizontal flip (the subject's left becomes right).
+_IBUG_FLIP = (
+    list(range(16, -1, -1))
+    + list(range(26, 16, -1))
+    + [27, 28, 29, 30, 35, 34, 33, 32, 31]
+    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
+)
+# Helen classes swapped by a flip: left/right brow (2, 3) and eye (4, 5).
+_PARSING_FLIP = torch.tensor([0, 1, 3, 2, 5, 4, 6, 7, 8, 9, 10])
+
+
+class _Augmented(Dataset):
+    """CPU-side albumentations (Knoche et al. §3.1: flip, brightness/saturation, random crop).
+
+    Landmarks and parsing maps follow the image: a horizontal flip also re-orders the 68 iBUG points and
+    swaps the left/right parsing classes, which albumentations alone does not do.
+    """
+
+    def __init__(self, dataset: Dataset, transform: A.Compose | None) -> None:
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = dict(self.dataset[index])
+        if self.transform is None:
+            return item
+        image = item["image"].permute(1, 2, 0).numpy()
+        kwargs: dict[str, Any] = {"image": image}
+        if "landmarks" in item:
+            kwargs["keypoints"] = item["landmarks"].numpy()
+        if "parsing" in item:
+            kwargs["mask"] = item["parsing"].numpy()
+        out = self.transform(**kwargs)
+        item["image"] = torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1)
+        flipped = any(name == "HorizontalFlip" for name, _ in out["applied_transforms"])
+        if "landmarks" in item:
+            landmarks = torch.as_tensor(np.asarray(out["keypoints"], dtype=np.float32)).reshape(-1, 2)
+            item["landmarks"] = landmarks[_IBUG_FLIP] if flipped else landmarks
+        if "parsing" in item:
+            parsing = torch.as_tensor(np.asarray(out["mask"]), dtype=torch.long)
+            item["parsing"] = _PARSING_FLIP[parsing] if flipped else parsing
+        return item
+
+
+def _seed_worker(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    dataset = info.dataset if info is not None else None
+    transform = getattr(dataset, "transform", None)
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(torch.initial_seed() % 2**32)
+
+
+class FaceDataModule(pl.LightningDataModule):
+    """Training faces + named verification pair sets, degraded on the device.
+
+    The degradation (Knoche et al. 2021 §3.3, Eq. (1)) runs in :meth:`on_after_batch_transfer` for every
+    split, sanity checking included: training batches gain ``lr`` and ``lr_size``; evaluation batches gain
+    one LR view of both images per protocol.
+
+    Args:
+        train_format: ``"synthetic"`` (:class:`~crossres.data.synthetic.SyntheticFaces`, no files),
+            ``"recordio"`` (insightface ``train.rec``/``train.idx``/``property`` under ``train_root``) or
+            ``"folder"`` (``train_root/<identity>/*.jpg``).
+        train_root: directory of the training data for ``recordio`` and ``folder``.
+        image_size: HR size ``(h, w)`` of every face, e.g. ``[112, 112]`` or ``[112, 96]``.
+        num_identities: synthetic training identities.
+        images_per_identity: synthetic images per identity.
+        synthetic_seed: seed of the synthetic renderer (training and synthetic pair sets).
+        synthetic_difficulty: scales every nuisance of the synthetic renderer (pose, light, clutter, noise).
+        synthetic_diversity: spread of the identities' coarse traits (skin, hair, beard colour and shape); lower
+            values leave more of identity to fine detail, which low resolutions destroy.
+        val_sets: evaluation pair sets: ``"synthetic"``, a path to an insightface ``.bin`` (``lfw.bin`` …),
+            or a path to an LFW ``pairs.txt`` whose images lie beside it under ``lfw/``. The set's name in
+            metric keys is the file stem.
+        test_sets: pair sets for ``test``; ``None`` uses ``val_sets``.
+        synthetic_pairs: pairs of a synthetic pair set (half positive).
+        protocols: LR sizes at which every pair set is evaluated: ints (``14`` -> 14 px), ``"16x12"``, or
+            Knoche protocol names (``low_res_focus``, ``mid_res_focus``, ``high_res_focus``, ``avg_sizes``).
+        protocol_dir: root of the Knoche protocol CSVs (``<protocol_dir>/LFW/low_res_focus.csv``); without
+            it, the Knoche ranges are drawn with ``seed``.
+        lr_policy: how training LR sizes are drawn: ``"fixed"`` (``lr_sizes[0]``), ``"choice"`` or
+            ``"range"`` (``lr_sizes = [lo, hi]``).
+        lr_sizes: training LR sizes (ints or ``[h, w]`` pairs).
+        lr_per: draw one size per ``"sample"`` or per ``"batch"``.
+        lr_prob: share of training samples that are degraded (Knoche's BT uses 0.5).
+        lr_views: extra fixed LR sizes computed for every training image, as ``batch["lr_views"]`` =
+            ``{"7px": tensor, ...}`` (multi-branch methods: SiameseCR ST-M2, DCR's three resolutions).
+        backend: resampling backend of the degradation (``"pil"`` matches PIL bicubic).
+        hflip: CPU horizontal flip probability.
+        brightness: CPU brightness jitter (albumentations ``ColorJitter``).
+        saturation: CPU saturation jitter.
+        crop_scale: lower bound of the area kept by the CPU random crop (1.0 = no crop).
+        blur_prob: probability of a random Gaussian blur on LR training samples.
+        motion_blur_prob: probability of a random motion blur on LR training samples.
+        noise_prob: probability of Gaussian noise on LR training samples.
+        jpeg_prob: probability of JPEG compression on LR training samples.
+        batch_size: training batch size (per device).
+        eval_batch_size: evaluation batch size (pairs per batch, per device).
+        num_workers: DataLoader workers.
+        pin_memory: pin host memory for faster transfer to the GPU.
+        seed: seed of the device-side degradation and of generated protocols.
+    """
+
+    def __init__(
+        self,
+        train_format: Literal["synthetic", "recordio", "folder"] = "synthetic",
+        train_root: str | None = None,
+        image_size: tuple[int, int] = (112, 112),
+        num_identities: int = 100,
+        images_per_identity: int = 20,
+        synthetic_seed: int = 0,
+        synthetic_difficulty: float = 1.0,
+        synthetic_diversity: float = 1.0,
+        val_sets: list[str] | None = None,
+        test_sets: list[str] | None = None,
+        synthetic_pairs: int = 600,
+        protocols: list[int | str] | None = None,
+        protocol_dir: str | None = None,
+        lr_policy: Literal["fixed", "choice", "range"] = "choice",
+        lr_sizes: list[int | list[int]] | None = None,
+        lr_per: Literal["sample", "batch"] = "sample",
+        lr_prob: float = 1.0,
+        lr_views: list[int | str] | None = None,
+        backend: Backend = "pil",
+        hflip: float = 0.5,
+        brightness: float = 0.2,
+        saturation: float = 0.2,
+        crop_scale: float = 1.0,
+        blur_prob: float = 0.0,
+        motion_blur_prob: float = 0.0,
+        noise_prob: float = 0.0,
+        jpeg_prob: float = 0.0,
+        batch_size: int = 64,
+        eval_batch_size: int = 128,
+        num_workers: int = 2,
+        pin_memory: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.image_size = _size_pair(image_size, "image_size")
+        self.val_sets = list(val_sets) if val_sets is not None else ["synthetic"]
+        self.test_sets = list(test_sets) if test_sets is not None else self.val_sets
+        self.protocols = list(protocols) if protocols is not None else [7, 14, 28, 56]
+        self.sampler = ResolutionSampler(
+            policy=lr_policy,
+            sizes=lr_sizes if lr_sizes is not None else [7, 14, 28, 56],
+            per=lr_per,
+            lr_prob=lr_prob,
+            hr_size=self.image_size,
+        )
+        camera = CameraDegradation(
+            blur_prob=blur_prob, motion_prob=motion_blur_prob, noise_prob=noise_prob, jpeg_prob=jpeg_prob
+        )
+        self.train_degradation = BatchDegradation(sampler=self.sampler, backend=backend, camera=camera, seed=seed)
+        self.lr_views = {_protocol_name(v): _lr_view_size(v, "lr_views") for v in lr_views or []}
+        self._train_set: Dataset | None = None
+        self._pair_sets: dict[str, PairDataset] = {}
+        self.num_classes = self._count_classes()
+
+    # ----------------------------------------------------------------------------------------------- sets
+    def _count_classes(self) -> int:
+        if self.hparams["train_format"] == "synthetic":
+            return int(self.hparams["num_identities"])
+        return int(self._build_train_set().num_classes)  # type: ignore[attr-defined]
+
+    def _build_train_set(self) -> Dataset:
+        if self._train_set is not None:
+            return self._train_set
+        fmt, root = self.hparams["train_format"], self.hparams["train_root"]
+        dataset: Dataset
+        if fmt == "synthetic":
+            from crossres.data.synthetic import SyntheticFaces
+
+            dataset = SyntheticFaces(
+                num_identities=self.hparams["num_identities"],
+                images_per_identity=self.hparams["images_per_identity"],
+                image_size=self.image_size,
+                seed=self.hparams["synthetic_seed"],
+                **_nuisance(self.hparams["synthetic_difficulty"], self.hparams["synthetic_diversity"]),
+            )
+        else:
+            if root is None:
+                raise ValueError(f"data.train_root is required when data.train_format is {fmt!r}")
+            from crossres.data.formats import ImageFolderFaces, RecordIOFaces
+
+            dataset = RecordIOFaces(root) if fmt == "recordio" else ImageFolderFaces(root)
+        self._train_set = dataset
+        return dataset
+
+    def _cpu_transform(self) -> A.Compose | None:
+        hp = self.hparams
+        steps: list[Any] = []
+        if hp["hflip"] > 0:
+            steps.append(A.HorizontalFlip(p=hp["hflip"]))
+        if hp["brightness"] > 0 or hp["saturation"] > 0:
+            steps.append(A.ColorJitter(brightness=hp["brightness"], contrast=0.0, saturation=hp["saturation"], hue=0.0))
+        if hp["crop_scale"] < 1.0:
+            h, w = self.image_size
+            steps.append(A.RandomResizedCrop(size=(h, w), scale=(hp["crop_scale"], 1.0), ratio=(w / h, w / h)))
+        if not steps:
+            return None
+        keypoints = A.KeypointParams(format="xy", remove_invisible=False)
+        return A.Compose(steps, keypoint_params=keypoints, seed=hp["seed"], save_applied_params=True)
+
+    def pair_set(self, spec: str) -> PairDataset:
+        """Return the evaluation pair set named by ``spec``, with every configured protocol, built once."""
+        if spec in self._pair_sets:
+            return self._pair_sets[spec]
+        pairs = self._load_pair_set(spec)
+        csv_dir = None
+        if self.hparams["protocol_dir"] is not None:
+            csv_dir = Path(self.hparams["protocol_dir"]) / _BTM_STM_FOLDERS.get(pairs.name, pairs.name)
+        from crossres.data.protocols import build_protocols
+
+        protocols = build_protocols(
+            self.protocols, num_pairs=len(pairs), hr_size=self.image_size, seed=self.hparams["seed"], csv_dir=csv_dir
+        )
+        self._pair_sets[spec] = PairDataset(pairs, protocols)
+        return self._pair_sets[spec]
+
+    def _load_pair_set(self, spec: str) -> PairSet:
+        if spec == "synthetic":
+            from crossres.data.synthetic import synthetic_pair_set
+
+            return synthetic_pair_set(
+                name="synthetic",
+                num_pairs=self.hparams["synthetic_pairs"],
+                image_size=self.image_size,
+                seed=self.hparams["synthetic_seed"] + 1,
+                **_nuisance(self.hparams["synthetic_difficulty"], self.hparams["synthetic_diversity"]),
+            )
+        path = Path(spec)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"evaluation pair set {spec!r} (data.val_sets/test_sets) not found: expected 'synthetic', an "
+                "insightface .bin file (lfw.bin, agedb_30.bin, ...) or an LFW pairs.txt"
+            )
+        from crossres.data.formats import load_bin, load_lfw_pairs
+
+        if path.suffix == ".bin":
+            return load_bin(path)
+        return load_lfw_pairs(path, path.parent / "lfw")
+
+    def pair_set_names(self, split: Literal["val", "test"]) -> list[str]:
+        """Names (as used in metric keys) of the pair sets evaluated in ``split``."""
+        specs = self.val_sets if split == "val" else self.test_sets
+        return [self.pair_set(spec).pair_set.name for spec in specs]
+
+    # ------------------------------------------------------------------------------------------- loaders
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None:
+            # Every rank draws its own LR sizes (the same seed would give every rank the same sizes).
+            self.train_degradation.reseed(self.hparams["seed"] + self.trainer.global_rank)
+        if stage == "fit":
+            self._build_train_set()
+        specs = self.test_sets if stage in ("test", "predict") else self.val_sets
+        for spec in specs:
+            self.pair_set(spec)
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        workers = self.hparams["num_workers"]
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            num_workers=workers,
+            pin_memory=self.hparams["pin_memory"] and torch.cuda.is_available(),
+            persistent_workers=workers > 0,
+            worker_init_fn=_seed_worker,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = _Augmented(self._build_train_set(), self._cpu_transform())
+        return self._loader(dataset, self.hparams["batch_size"], shuffle=True)
+
+    def _eval_loaders(self, specs: Sequence[str]) -> list[DataLoader]:
+        return [self._loader(self.pair_set(s), self.hparams["eval_batch_size"], shuffle=False) for s in specs]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders(self.val_sets)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders(self.test_sets)
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders(self.test_sets)
+
+    # ------------------------------------------------------------------------------------- degradation
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Degrade on the device: every split, sanity checking included (Knoche et al. §3.3, Eq. (1))."""
+        if "image1" in batch:
+            return self._eval_batch(batch, dataloader_idx)
+        out = dict(batch)
+        out.update(self.train_degradation(to_float(out.pop("image"))))
+        if self.lr_views:
+            backend = self.hparams["backend"]
+            out["lr_views"] = {name: degrade(out["hr"], size, backend=backend) for name, size in self.lr_views.items()}
+        return out
+
+    def _eval_batch(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        trainer = self.trainer
+        testing = trainer is not None and (trainer.testing or trainer.predicting)
+        specs = self.test_sets if testing else self.val_sets
+        hr1, hr2 = to_float(batch["image1"]), to_float(batch["image2"])
+        backend = self.hparams["backend"]
+        return {
+            "hr1": hr1,
+            "hr2": hr2,
+            "lr1": DegradedViews(hr1, batch["lr_size"], backend=backend),
+            "lr2": DegradedViews(hr2, batch["lr_size"], backend=backend),
+            "lr_size": batch["lr_size"],
+            "issame": batch["issame"],
+            "pair_id": batch["pair_id"],
+            "pair_set": self.pair_set(specs[dataloader_idx]).pair_set.name,
+        }
+
+
+def _size_pair(size: int | Sequence[int], key: str) -> tuple[int, int]:
+    pair = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
+    if len(pair) != 2 or min(pair) < 1:
+        raise ValueError(f"data.{key} must be (height, width) with positive sides, got {size!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _protocol_name(size: int | str) -> str:
+    return f"{size}px"
+
+
+def _lr_view_size(size: int | str, key: str) -> int | tuple[int, int]:
+    text = str(size)
+    try:
+        if "x" in text:
+            h, w = (int(v) for v in text.split("x"))
+            return (h, w)
+        return int(text)
+    except ValueError:
+        raise ValueError(f"data.{key}: {size!r} is not a size; expected an int (14) or 'HxW' ('16x12')") from None
+
+
+def _nuisance(difficulty: float, diversity: float) -> dict[str, Any]:
+    knobs: dict[str, Any] = {k: difficulty for k in ("pose", "illumination", "expression", "clutter", "noise")}
+    return knobs | {"diversity": diversity}
