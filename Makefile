@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
-RUN_ARGS ?=
+TEACHER_ARGS ?=
+# `make run` fits in 15 minutes on 2 CPU cores with a short RIM run; `make run RIM_ARGS=` trains RIM fully.
+RIM_ARGS ?= --trainer.max_epochs 1 --trainer.limit_train_batches 24 --data.synthetic_pairs 300
+COMPARE_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-all lint format clean
+.PHONY: help install run test test-all lint format clean notebooks compare
 
 help:  ## Show this help.
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,14 +21,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## Create .venv and install crossres with its dependencies.
 
-run: $(STAMP)  ## The main job on the embedded synthetic faces: train, then print the verification table.
-	$(BIN)/crossres fit -c experiments/baseline.yaml --name baseline-$$(date +%Y%m%d-%H%M%S) $(RUN_ARGS)
+run: $(STAMP)  ## The main job on synthetic faces: HR teacher (reused when finished), a short RIM run, its report.
+	$(BIN)/crossres fit -c experiments/baseline.yaml --name hr_teacher --ckpt_path last $(TEACHER_ARGS)
+	name=rim-$$(date +%Y%m%d-%H%M%S) && \
+	$(BIN)/crossres fit -c experiments/rim.yaml --name $$name $(RIM_ARGS) && \
+	$(BIN)/crossres report runs/$$name --split val
 
 test: $(STAMP)  ## Run the test suite (without tests marked slow).
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-all: $(STAMP)  ## Run every test, slow ones included.
 	$(BIN)/python -m pytest -q
+
+notebooks: $(STAMP)  ## Execute notebooks/NN_*.py (tiny settings) into the .ipynb beside them.
+	$(BIN)/python docs/scripts/execute_notebooks.py
+
+compare: $(STAMP)  ## Train + test every method with one budget (hours on CPU); COMPARE_ARGS="--budget 8 ...".
+	$(BIN)/python benchmarks/compare_methods.py $(COMPARE_ARGS)
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy on the package.
 	$(BIN)/ruff check crossres tests benchmarks docs

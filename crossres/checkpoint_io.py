@@ -1,4 +1,4 @@
-"""Checkpoints that are never half-written."""
+"""Checkpoints that are never half-written, and a ``last.ckpt`` fresh enough to resume a run killed mid-epoch."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-__all__ = ["AtomicCheckpointIO"]
+__all__ = ["AtomicCheckpointIO", "ResumableCheckpoint"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -35,3 +37,64 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` that also refreshes ``last.ckpt`` every ``last_every_n_batches`` batches.
+
+    The monitored (top-k) checkpoints stay where Lightning puts them (after validation), and ``last.ckpt`` is
+    refreshed then too, also when the monitored metric did not improve (Lightning 2.6 skips it then); in between,
+    ``last.ckpt`` is rewritten every ``last_every_n_batches`` training batches, so a run killed mid-epoch (SIGKILL,
+    a preempted node) loses at most that many batches: ``crossres fit ... --ckpt_path last`` resumes it, with the
+    data module's position in the epoch, and on CPU with ``trainer.deterministic: true`` ends with the weights of an
+    uninterrupted run. The count is of training batches, not optimizer steps (a minimax method steps several
+    optimizers per batch). It needs ``save_last``; the CLI installs it as ``--checkpoint.*``.
+
+    Args:
+        last_every_n_batches: refresh ``last.ckpt`` every this many training batches (0: only after validation,
+            or at epoch ends without validation).
+        **kwargs: arguments of :class:`lightning.pytorch.callbacks.ModelCheckpoint`.
+
+    Raises:
+        ValueError: for a negative ``last_every_n_batches``, or a positive one without ``save_last``.
+    """
+
+    def __init__(self, last_every_n_batches: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if last_every_n_batches < 0:
+            raise ValueError(f"checkpoint.last_every_n_batches must be >= 0, got {last_every_n_batches}")
+        if last_every_n_batches and not self.save_last:
+            raise ValueError("checkpoint.last_every_n_batches needs checkpoint.save_last: true")
+        self.last_every_n_batches = last_every_n_batches
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        n = self.last_every_n_batches
+        batches = trainer.fit_loop.epoch_loop.total_batch_idx + 1  # batches trained so far, every epoch
+        if n < 1 or batches % n or trainer.sanity_checking or bool(getattr(trainer, "fast_dev_run", False)):
+            return
+        if self._last_global_step_saved == trainer.global_step:
+            return  # Lightning's own save of this step already wrote last.ckpt
+        # Keep Lightning's bookkeeping as if this save had not happened: a top-k save at the same step (the epoch's
+        # last batch, before validation) must not be skipped because last.ckpt was refreshed here.
+        saved_step = self._last_global_step_saved
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._last_global_step_saved = saved_step
+
+    # Lightning 2.6 refreshes last.ckpt only when it also saves a top-k checkpoint: after an epoch whose metric does
+    # not improve, last.ckpt would still hold an older epoch. Here it is refreshed whenever Lightning checks.
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: pl.Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

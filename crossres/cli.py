@@ -8,6 +8,7 @@ Examples:
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
@@ -16,12 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
 import crossres.methods  # noqa: F401  (registers every method for --model)
+from crossres.checkpoint_io import ResumableCheckpoint
 from crossres.data.datamodule import FaceDataModule
 from crossres.methods.base import CrossResMethod
 from crossres.report.tables import results_table, write_results, write_scores
@@ -43,6 +45,14 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+def _default_precision(class_path: str, accelerator: Any) -> str:
+    if accelerator not in (None, "auto", "gpu", "cuda") or not torch.cuda.is_available():
+        return "32-true"
+    module, _, name = class_path.rpartition(".")
+    method = getattr(importlib.import_module(module or "crossres.methods"), name, None)
+    return str(getattr(method, "gpu_precision", "32-true"))
+
+
 class CrossResCLI(LightningCLI):
     """LightningCLI with crossres' run directories, links and result tables.
 
@@ -56,7 +66,7 @@ class CrossResCLI(LightningCLI):
         parser.add_argument("--name", type=str | None, default=None, help="Run name (default: the method class).")
         parser.add_argument("--runs_dir", type=str, default="runs", help="Directory that holds all runs.")
         parser.add_argument("--overwrite", type=bool, default=False, help="Let fit replace an existing run.")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val_acc_hr_lr",
@@ -64,6 +74,7 @@ class CrossResCLI(LightningCLI):
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "epoch{epoch:03d}-hrlr{val_acc_hr_lr:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
+                "checkpoint.last_every_n_batches": 500,  # a run killed mid-epoch loses at most 500 batches
             }
         )
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
@@ -87,6 +98,8 @@ class CrossResCLI(LightningCLI):
             if init.get("save_dir") in (None, "", "."):  # WandbLogger's default "." would scatter runs
                 init.save_dir = str(run_dir)
             init.name = init.get("name") or name
+        if cfg.trainer.get("precision") is None:  # unset: the method's GPU default (RIM: bf16-mixed), 32-true on CPU
+            cfg.trainer.precision = _default_precision(cfg.model.class_path, cfg.trainer.get("accelerator"))
         if not cfg.trainer.get("plugins"):
             cfg.trainer.plugins = [Namespace(class_path="crossres.checkpoint_io.AtomicCheckpointIO")]
         if cfg.trainer.get("default_root_dir") is None:
@@ -149,7 +162,7 @@ def main(args: list[str] | None = None) -> Any:
         if args is None:
             sys.exit(code)
         return code
-    return CrossResCLI(
+    cli = CrossResCLI(
         CrossResMethod,
         FaceDataModule,
         subclass_mode_model=True,
@@ -157,3 +170,5 @@ def main(args: list[str] | None = None) -> Any:
         save_config_kwargs={"overwrite": True},
         args=args,
     )
+    # A console script passes main()'s return value to sys.exit: anything but None would exit with status 1.
+    return cli if args is not None else None

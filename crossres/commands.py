@@ -7,6 +7,7 @@ Examples:
     crossres export --format bin --out data/synthetic.bin --pairs 600
     crossres export --format folder --out data/faces --from-folder data/raw_faces
     crossres align data/raw data/aligned --landmarks data/raw/landmarks.json --size 112x112
+    crossres align data/photos data/aligned --detector hog --multi-face largest   # needs crossres[dlib]
 """
 
 from __future__ import annotations
@@ -98,23 +99,39 @@ def _parser() -> argparse.ArgumentParser:
 
     align = commands.add_parser(
         "align",
-        help="align faces onto the ArcFace template from five landmarks",
+        help="detect faces and align them onto the ArcFace template (or align from given five landmarks)",
         description=(
-            "Warp every image of SRC that has five landmarks (eyes, nose tip, mouth corners) in FILE onto the "
-            "ArcFace template and write it to DST with the same relative path."
+            "Without --landmarks (needs the extra: pip install 'crossres[dlib]'): detect the faces of every photo "
+            "of SRC with dlib, find their 68 landmarks, align the eyes, nose tip and mouth corners onto the ArcFace "
+            "template and write DST with the same relative paths, plus DST/landmarks.json (5 and 68 landmarks of "
+            "every aligned face), DST/skipped.csv (photos not aligned, with the reason) and DST/multi_face.csv. "
+            "With --landmarks: warp every image of SRC that has five landmarks in FILE."
         ),
     )
     align.add_argument("src", type=Path, metavar="SRC", help="folder of input images")
     align.add_argument("dst", type=Path, metavar="DST", help="output folder")
     align.add_argument(
         "--landmarks",
-        required=True,
         type=Path,
         metavar="FILE",
-        help="JSON {path: [[x, y] * 5]} or CSV path,x1,y1,...,x5,y5; paths relative to SRC",
+        help="JSON {path: [[x, y] * 5]} or CSV path,x1,y1,...,x5,y5; paths relative to SRC (default: detect)",
     )
     align.add_argument("--size", type=_size, default=(112, 112), help="output HxW: 112x112 (default) or 112x96")
     align.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    detection = align.add_argument_group("detection (without --landmarks)")
+    detection.add_argument(
+        "--detector", choices=("hog", "mmod"), default="hog", help="dlib HOG (default, fast) or MMOD CNN (slow on CPU)"
+    )
+    detection.add_argument(
+        "--upsample", type=int, default=0, help="double the photo N times before detecting (finds smaller faces)"
+    )
+    detection.add_argument("--min-score", type=float, default=0.0, help="drop detections scoring below this")
+    detection.add_argument(
+        "--multi-face",
+        choices=("largest", "all", "skip"),
+        default="largest",
+        help="several faces in a photo: keep the largest (default), all, or skip the photo",
+    )
     return parser
 
 
@@ -219,11 +236,34 @@ def _export(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- align
+def _detect_align(args: argparse.Namespace) -> int:
+    from crossres.data.detect import FaceDetector, detect_align_folder
+
+    if args.upsample < 0:
+        raise _UsageError(f"--upsample {args.upsample}: expected 0 or more")
+    detector = FaceDetector(args.detector, upsample=args.upsample, min_score=args.min_score)
+    counts = detect_align_folder(
+        args.src, args.dst, detector, output_size=args.size, multi_face=args.multi_face, overwrite=args.overwrite
+    )
+    print(
+        f"aligned {counts['faces']} face(s) of {counts['aligned_images']} of {counts['images']} photo(s) into "
+        f"{args.dst} ({args.size[0]}x{args.size[1]}); landmarks in {args.dst / 'landmarks.json'}; "
+        f"{counts['skipped']} photo(s) skipped ({args.dst / 'skipped.csv'}); {counts['multi_face']} photo(s) with "
+        f"several faces, {args.multi_face} kept ({args.dst / 'multi_face.csv'})"
+    )
+    if counts["aligned_images"] == 0:
+        print(f"crossres align: error: no face was aligned; see {args.dst / 'skipped.csv'}", file=sys.stderr)
+        return _EXIT_BAD_INPUT
+    return 0
+
+
 def _align(args: argparse.Namespace) -> int:
     from crossres.data.align import align_folder
 
     if not args.src.is_dir():
         raise _UsageError(f"SRC {args.src}: no such directory")
+    if args.landmarks is None:
+        return _detect_align(args)
     if not args.landmarks.is_file():
         raise _UsageError(f"--landmarks {args.landmarks}: no such file")
     counts = align_folder(args.src, args.dst, args.landmarks, output_size=args.size, overwrite=args.overwrite)
@@ -262,5 +302,10 @@ def run(argv: Sequence[str]) -> int:
     try:
         return _HANDLERS[args.command](args)
     except (_UsageError, FileNotFoundError, FileExistsError, NotADirectoryError, ValueError) as err:
+        print(f"crossres {args.command}: error: {err}", file=sys.stderr)
+        return _EXIT_BAD_INPUT
+    except ImportError as err:
+        if "crossres[" not in str(err):  # a broken install, not a missing optional extra
+            raise
         print(f"crossres {args.command}: error: {err}", file=sys.stderr)
         return _EXIT_BAD_INPUT

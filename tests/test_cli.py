@@ -95,45 +95,47 @@ def test_checkpoint_reload_gives_identical_embeddings(tiny_args: list[str]) -> N
     assert torch.equal(model.state_dict()["backbone.conv1.weight"], state["backbone.conv1.weight"])
 
 
-def test_every_experiment_config_parses() -> None:
-    configs = sorted((REPO / "experiments").glob("*.yaml"))
-    assert configs, "no experiment configs"
-    for config in configs:
-        cfg = yaml.safe_load(config.read_text())
-        assert "model" in cfg, f"{config} has no model"
-        result = subprocess.run(
-            [sys.executable, "-m", "crossres", "fit", "-c", str(config), "--print_config"],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=120,
-        )
-        assert result.returncode == 0, f"{config}: {result.stderr[-2000:]}"
+def _print_config(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
+    """``crossres fit <args> --print_config`` in-process (a subprocess per config costs an interpreter start)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args, "--print_config"])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code in (0, None), f"{args}: {err[-2000:]}"
+    return yaml.safe_load(out)
 
 
-def test_configs_compose() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "crossres",
-            "fit",
-            "-c",
-            "experiments/trainer/default.yaml",
-            "-c",
-            "experiments/data/synthetic.yaml",
-            "-c",
-            "experiments/baseline.yaml",
-            "--print_config",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    printed = yaml.safe_load(result.stdout)
+@pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "experiments").glob("*.yaml")))
+def test_every_experiment_config_parses(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = REPO / "experiments" / config
+    assert "model" in yaml.safe_load(path.read_text()), f"{config} has no model"
+    printed = _print_config(["-c", str(path)], capsys)
+    assert printed["model"]["class_path"].startswith("crossres.methods.")
+
+
+# The key prefix under which each config describes the network it loads from runs/hr_teacher.
+_HR_NETWORK_PREFIX = {"guide_weights": "", "recognizer_weights": "", "teacher_weights": "teacher_"}
+
+
+def test_configs_that_load_the_hr_teacher_describe_its_architecture() -> None:
+    teacher = yaml.safe_load((REPO / "experiments/baseline.yaml").read_text())["model"]["init_args"]
+    checked = 0
+    for config in sorted((REPO / "experiments").glob("*.yaml")):
+        args = yaml.safe_load(config.read_text())["model"].get("init_args", {})
+        for key, prefix in _HR_NETWORK_PREFIX.items():
+            if "hr_teacher" not in str(args.get(key, "")):
+                continue
+            checked += 1
+            for arg in ("backbone", "backbone_kwargs", "embedding_size"):
+                key = prefix + arg
+                assert args.get(key) == teacher[arg], f"{config.name}: {key} differs from baseline.yaml"
+    assert checked >= 4
+
+
+def test_configs_compose(capsys: pytest.CaptureFixture[str]) -> None:
+    layers = ["trainer/default.yaml", "data/synthetic.yaml", "baseline.yaml"]
+    printed = _print_config([arg for layer in layers for arg in ("-c", str(REPO / "experiments" / layer))], capsys)
     assert printed["model"]["class_path"] == "crossres.methods.Baseline"
+    assert printed["data"]["train_format"] == "synthetic"
 
 
 def test_model_help_lists_documented_arguments() -> None:
@@ -158,6 +160,16 @@ def test_console_scripts(script: str) -> None:
     assert result.returncode == 0
     for subcommand in ("fit", "validate", "test", "predict"):
         assert subcommand in result.stdout
+
+
+def test_console_script_fit_exits_zero(tiny_args: list[str]) -> None:
+    """`make run` chains commands: a successful `crossres fit` must exit with status 0."""
+    exe = Path(sys.executable).parent / "crossres"
+    result = subprocess.run(
+        [str(exe), "fit", *tiny_args, *TINY_MODEL, "--name=script"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "HR-LR" in result.stdout or "hr_lr" in result.stdout
 
 
 def test_predict_returns_normalised_embeddings(tiny_args: list[str]) -> None:

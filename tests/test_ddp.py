@@ -1,4 +1,5 @@
-"""Two CPU processes (gloo) score exactly as one: the verification metric is DDP-correct."""
+"""Two CPU processes (gloo) score exactly as one: the verification metric is DDP-correct, for the plain, a siamese
+and the minimax method, with Lightning's DDP and crossres' rank-aware training samplers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import csv
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from .conftest import REPO, TINY_DATA
 
@@ -33,11 +36,12 @@ def _run(*args: str) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
 
 
-def test_ddp_metric_equals_single_process(tmp_path: Path) -> None:
+def _ddp_equals_single(tmp_path: Path, model: list[str], strategy: str = "ddp") -> None:
+    """Fit on 2 gloo processes, validate the checkpoint on 1: every accuracy equal."""
     # 41 pairs over 2 ranks: the DistributedSampler pads one duplicate, which the metric must drop.
     data = [a for a in TINY_DATA if not a.startswith("--data.synthetic_pairs")] + ["--data.synthetic_pairs=41"]
-    common = [f"--runs_dir={tmp_path}", "--name=ddp", *TRAINER, *data, *MODEL]
-    _run("fit", *common, "--trainer.strategy=ddp", "--trainer.devices=2")
+    common = [f"--runs_dir={tmp_path}", "--name=ddp", *TRAINER, *data, *model]
+    _run("fit", *common, f"--trainer.strategy={strategy}", "--trainer.devices=2")
     run = tmp_path / "ddp"
     ddp = _rows(run / "results_val.csv")
     _run("validate", *common, "--trainer.devices=1", f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}")
@@ -45,3 +49,34 @@ def test_ddp_metric_equals_single_process(tmp_path: Path) -> None:
     assert ddp.keys() == single.keys() and len(ddp) == 5
     for key, value in single.items():
         assert abs(ddp[key] - value) < 1e-9, (key, ddp[key], value)
+
+
+def test_ddp_metric_equals_single_process(tmp_path: Path) -> None:
+    _ddp_equals_single(tmp_path, MODEL)
+
+
+@pytest.mark.slow
+def test_ddp_siamese_identity_balanced_equals_single_process(tmp_path: Path) -> None:
+    # SiameseCR (shared-weight HR/LR branches) with P x K batches: 4 identities x 2 images per rank.
+    model = [
+        "--model=SiameseCR", "--model.backbone_kwargs={width: 8}", "--model.embedding_size=32",
+        "--data.lr_policy=fixed", "--data.lr_sizes=[8]", "--data.train_sampler=identity_balanced",
+        "--data.images_per_class=2",
+    ]  # fmt: skip
+    _ddp_equals_single(tmp_path, model)
+
+
+@pytest.mark.slow
+def test_ddp_minimax_rim_equals_single_process(tmp_path: Path) -> None:
+    # RIM: four players stepped by hand (manual optimization), with experiments/rim.yaml's DDP strategy.
+    teacher = tmp_path / "teacher"
+    _run("fit", f"--runs_dir={teacher}", "--name=hr", *TRAINER, *TINY_DATA, *MODEL, "--trainer.devices=1")
+    model = [
+        "--model=crossres.methods.rim.RIM", "--model.teacher_backbone=iresnet18",
+        "--model.teacher_backbone_kwargs={width: 8}", "--model.teacher_embedding_size=32",
+        f"--model.teacher_weights={teacher / 'hr' / 'checkpoints' / 'last.ckpt'}",
+        "--model.student_backbone_kwargs={width: 4}", "--model.assistant_backbone_kwargs={width: 4}",
+        "--model.fhn_channels=8", "--model.fhn_feature_channels=4", "--model.fhn_blocks=1", "--model.domain_dim=16",
+        "--model.quality_lr_sizes=[8]", "--data.lr_policy=fixed", "--data.lr_sizes=[4]",
+    ]  # fmt: skip
+    _ddp_equals_single(tmp_path, model, strategy="ddp_find_unused_parameters_true")

@@ -348,3 +348,34 @@ def test_lfw_pairs_missing_image(tmp_path):
         load_lfw_pairs(tmp_path / "pairs.txt", tmp_path / "lfw")
     ps = load_lfw_pairs(tmp_path / "pairs.txt", tmp_path / "lfw", check_files=False)
     assert len(ps.images) == 3
+
+
+def test_data_config_skip_corrupt_counts_the_skipped_records(rec_dir, tmp_path):
+    from crossres.cli import main
+
+    root, _ = rec_dir
+    corrupt_record(root, 5)
+    common = [
+        f"--runs_dir={tmp_path / 'runs'}",
+        "--trainer.max_epochs=1",
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.limit_val_batches=0",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.logger=null",
+        "--model=Baseline",
+        "--model.backbone=iresnet18",
+        "--model.backbone_kwargs={width: 4, stem_stride: 2}",
+        "--model.embedding_size=16",
+        "--data.train_format=recordio",
+        f"--data.train_root={root}",
+        "--data.batch_size=8",
+        "--data.num_workers=0",
+        "--data.protocols=[14]",
+        "--data.lr_sizes=[14]",
+    ]
+    with pytest.raises(CorruptRecordError, match="skip_corrupt"):
+        main(["fit", *common, "--name=strict"])
+    cli = main(["fit", *common, "--name=lenient", "--data.skip_corrupt=true"])
+    assert cli.trainer.callback_metrics["train_corrupt_skipped"].item() == 1

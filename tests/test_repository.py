@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = ("crossres", "experiments", "tests", "benchmarks", "docs")
+SHIPPED = ("crossres", "experiments", "tests", "benchmarks", "docs", "notebooks")
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(), reason="not a git checkout")
@@ -16,7 +16,9 @@ def test_no_source_file_is_gitignored() -> None:
         str(p.relative_to(REPO))
         for top in SHIPPED
         for p in (REPO / top).rglob("*")
-        if p.is_file() and p.suffix in {".py", ".yaml", ".md", ".csv", ".typed"} and "__pycache__" not in p.parts
+        if p.is_file()
+        and p.suffix in {".py", ".yaml", ".md", ".csv", ".typed", ".ipynb"}
+        and "__pycache__" not in p.parts
     ]
     assert files
     ignored = subprocess.run(

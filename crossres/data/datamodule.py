@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -10,9 +12,12 @@ import albumentations as A
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from crossres.data.pairs import PairDataset, PairSet
+from crossres.data.samplers import EpochSampler, IdentityBalancedSampler, ShuffledSampler, identity_labels
+from crossres.data.synthetic import DEFAULT_DIVERSITY
 from crossres.transforms.degradation import BatchDegradation, CameraDegradation, DegradedViews, ResolutionSampler
 from crossres.transforms.functional import Backend, degrade, to_float
 
@@ -39,19 +44,43 @@ class _Augmented(Dataset):
 
     Landmarks and parsing maps follow the image: a horizontal flip also re-orders the 68 iBUG points and
     swaps the left/right parsing classes, which albumentations alone does not do.
+
+    An index may come as ``(index, seed)`` (:class:`~crossres.data.samplers.EpochSampler` with ``item_seeds``): the
+    augmentation of that item is then drawn from ``seed`` alone, so a resumed run replays it exactly, whichever
+    worker reads the item.
     """
 
     def __init__(self, dataset: Dataset, transform: A.Compose | None) -> None:
         self.dataset = dataset
         self.transform = transform
+        self._np_rng = np.random.Generator(np.random.PCG64(0))
+        self._py_rng = random.Random(0)
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _seed_transform(self, seed: int) -> None:
+        assert self.transform is not None
+        # Reseeding in place costs ~40 us; albumentations' set_random_seed builds new generators (~600 us).
+        self._np_rng.bit_generator.state = {
+            "bit_generator": "PCG64",
+            "state": {"state": seed, "inc": _PCG64_INCREMENT},
+            "has_uint32": 0,
+            "uinteger": 0,
+        }
+        self._py_rng.seed(seed)
+        if self.transform.random_generator is not self._np_rng or self.transform.py_random is not self._py_rng:
+            self.transform.set_random_state(self._np_rng, self._py_rng)
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        seed = None
+        if isinstance(index, tuple):
+            index, seed = index
         item = dict(self.dataset[index])
         if self.transform is None:
             return item
+        if seed is not None:
+            self._seed_transform(seed)
         image = item["image"].permute(1, 2, 0).numpy()
         kwargs: dict[str, Any] = {"image": image}
         if "landmarks" in item:
@@ -68,6 +97,9 @@ class _Augmented(Dataset):
             parsing = torch.as_tensor(np.asarray(out["mask"]), dtype=torch.long)
             item["parsing"] = _PARSING_FLIP[parsing] if flipped else parsing
         return item
+
+
+_PCG64_INCREMENT = 0xDA3E39CB94B95BDB  # any odd number: the PCG64 stream of per-item reseeding
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -90,13 +122,19 @@ class FaceDataModule(pl.LightningDataModule):
             ``"recordio"`` (insightface ``train.rec``/``train.idx``/``property`` under ``train_root``) or
             ``"folder"`` (``train_root/<identity>/*.jpg``).
         train_root: directory of the training data for ``recordio`` and ``folder``.
+        train_landmarks: for ``folder``: a file of 68 iBUG landmarks per image (the ``landmarks.json`` that
+            ``crossres align`` writes, or any JSON/CSV in iBUG order, paths relative to ``train_root``); the
+            items then carry ``"landmarks"``, from which RIM derives its heatmap and parsing priors.
+        skip_corrupt: for ``recordio``: skip unreadable records (each is logged once; the number skipped per
+            epoch is logged as ``train_corrupt_skipped``) instead of failing with the file and record index.
         image_size: HR size ``(h, w)`` of every face, e.g. ``[112, 112]`` or ``[112, 96]``.
         num_identities: synthetic training identities.
         images_per_identity: synthetic images per identity.
         synthetic_seed: seed of the synthetic renderer (training and synthetic pair sets).
         synthetic_difficulty: scales every nuisance of the synthetic renderer (pose, light, clutter, noise).
         synthetic_diversity: spread of the identities' coarse traits (skin, hair, beard colour and shape); lower
-            values leave more of identity to fine detail, which low resolutions destroy.
+            values leave more of identity to fine detail, which low resolutions destroy (default: the calibrated
+            ``crossres.data.synthetic.DEFAULT_DIVERSITY``).
         val_sets: evaluation pair sets: ``"synthetic"``, a path to an insightface ``.bin`` (``lfw.bin`` …),
             or a path to an LFW ``pairs.txt`` whose images lie beside it under ``lfw/``. The set's name in
             metric keys is the file stem.
@@ -122,23 +160,33 @@ class FaceDataModule(pl.LightningDataModule):
         motion_blur_prob: probability of a random motion blur on LR training samples.
         noise_prob: probability of Gaussian noise on LR training samples.
         jpeg_prob: probability of JPEG compression on LR training samples.
+        train_sampler: order of the training faces: ``"random"`` (a new permutation every epoch) or
+            ``"identity_balanced"`` (batches of ``batch_size / images_per_class`` identities x ``images_per_class``
+            images). Both are rank-aware (disjoint indices per rank; Lightning does not replace them under DDP),
+            follow ``seed`` and the epoch, and resume mid-epoch from a checkpoint.
+        images_per_class: images of one identity in an identity-balanced batch (K of P x K).
         batch_size: training batch size (per device).
         eval_batch_size: evaluation batch size (pairs per batch, per device).
         num_workers: DataLoader workers.
         pin_memory: pin host memory for faster transfer to the GPU.
-        seed: seed of the device-side degradation and of generated protocols.
+        seed: seed of the training order, the CPU augmentations, the device-side degradation and of generated
+            protocols. Every random draw of the training data is a function of ``(seed, epoch, batch, rank)``, so
+            a run resumed from a mid-epoch checkpoint (``--ckpt_path last``) sees exactly the batches it would
+            have seen (the position in the epoch is saved in the checkpoint, :meth:`state_dict`).
     """
 
     def __init__(
         self,
         train_format: Literal["synthetic", "recordio", "folder"] = "synthetic",
         train_root: str | None = None,
+        train_landmarks: str | None = None,
+        skip_corrupt: bool = False,
         image_size: tuple[int, int] = (112, 112),
         num_identities: int = 100,
         images_per_identity: int = 20,
         synthetic_seed: int = 0,
         synthetic_difficulty: float = 1.0,
-        synthetic_diversity: float = 1.0,
+        synthetic_diversity: float = DEFAULT_DIVERSITY,
         val_sets: list[str] | None = None,
         test_sets: list[str] | None = None,
         synthetic_pairs: int = 600,
@@ -158,6 +206,8 @@ class FaceDataModule(pl.LightningDataModule):
         motion_blur_prob: float = 0.0,
         noise_prob: float = 0.0,
         jpeg_prob: float = 0.0,
+        train_sampler: Literal["random", "identity_balanced"] = "random",
+        images_per_class: int = 4,
         batch_size: int = 64,
         eval_batch_size: int = 128,
         num_workers: int = 2,
@@ -184,6 +234,11 @@ class FaceDataModule(pl.LightningDataModule):
         self.lr_views = {_protocol_name(v): _lr_view_size(v, "lr_views") for v in lr_views or []}
         self._train_set: Dataset | None = None
         self._pair_sets: dict[str, PairDataset] = {}
+        # Position of the training data in its epoch (batches consumed), saved in checkpoints.
+        self._train_sampler: EpochSampler | None = None
+        self._epoch = 0
+        self._batch_in_epoch = 0
+        self._resume: dict[str, int] | None = None
         self.num_classes = self._count_classes()
 
     # ----------------------------------------------------------------------------------------------- sets
@@ -212,7 +267,13 @@ class FaceDataModule(pl.LightningDataModule):
                 raise ValueError(f"data.train_root is required when data.train_format is {fmt!r}")
             from crossres.data.formats import ImageFolderFaces, RecordIOFaces
 
-            dataset = RecordIOFaces(root) if fmt == "recordio" else ImageFolderFaces(root)
+            landmarks = self.hparams["train_landmarks"]
+            if landmarks is not None and fmt != "folder":
+                raise ValueError(f"data.train_landmarks needs data.train_format 'folder', got {fmt!r}")
+            if fmt == "recordio":
+                dataset = RecordIOFaces(root, skip_corrupt=self.hparams["skip_corrupt"])
+            else:
+                dataset = ImageFolderFaces(root, landmarks=landmarks)
         self._train_set = dataset
         return dataset
 
@@ -277,9 +338,6 @@ class FaceDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------------------------------- loaders
     def setup(self, stage: str) -> None:
-        if self.trainer is not None:
-            # Every rank draws its own LR sizes (the same seed would give every rank the same sizes).
-            self.train_degradation.reseed(self.hparams["seed"] + self.trainer.global_rank)
         if stage == "fit":
             self._build_train_set()
         specs = self.test_sets if stage in ("test", "predict") else self.val_sets
@@ -299,9 +357,87 @@ class FaceDataModule(pl.LightningDataModule):
             worker_init_fn=_seed_worker,
         )
 
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (int(trainer.world_size), int(trainer.global_rank)) if trainer is not None else (1, 0)
+
     def train_dataloader(self) -> DataLoader:
         dataset = _Augmented(self._build_train_set(), self._cpu_transform())
-        return self._loader(dataset, self.hparams["batch_size"], shuffle=True)
+        hp = self.hparams
+        world_size, rank = self._world()
+        sampler: EpochSampler
+        if hp["train_sampler"] == "identity_balanced":
+            sampler = IdentityBalancedSampler(
+                identity_labels(dataset.dataset),
+                batch_size=hp["batch_size"],
+                images_per_class=hp["images_per_class"],
+                num_replicas=world_size,
+                rank=rank,
+                seed=hp["seed"],
+                item_seeds=True,
+            )
+        elif hp["train_sampler"] == "random":
+            sampler = ShuffledSampler(dataset, num_replicas=world_size, rank=rank, seed=hp["seed"], item_seeds=True)
+        else:
+            raise ValueError(f"data.train_sampler must be 'random' or 'identity_balanced', got {hp['train_sampler']!r}")
+        # The epoch is set here too: Lightning's set_epoch comes after the loader has started prefetching.
+        epoch = int(self.trainer.current_epoch) if self.trainer is not None else 0
+        skip = 0
+        if self._resume is not None:
+            epoch, skip = self._resume["train_epoch"], self._resume["train_batches"]
+            if (self._resume.get("world_size"), self._resume.get("batch_size")) != (world_size, hp["batch_size"]):
+                rank_zero_warn(
+                    "resuming with another world size or batch size than the checkpoint's: the rest of this epoch "
+                    "is not the one the interrupted run would have seen"
+                )
+            self._resume = None
+        sampler.set_epoch(epoch)
+        sampler.fast_forward(skip * hp["batch_size"])
+        self._train_sampler, self._epoch, self._batch_in_epoch = sampler, epoch, skip
+        workers = hp["num_workers"]
+        return DataLoader(
+            dataset,
+            batch_size=hp["batch_size"],
+            sampler=sampler,
+            drop_last=True,
+            num_workers=workers,
+            pin_memory=hp["pin_memory"] and torch.cuda.is_available(),
+            persistent_workers=workers > 0,
+            worker_init_fn=_seed_worker,
+            generator=torch.Generator().manual_seed(hp["seed"]),  # worker seeds without touching the global RNG
+        )
+
+    # ------------------------------------------------------------------------------------------- resuming
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training data stands: epoch and batches consumed in it (saved in every checkpoint).
+
+        Returns:
+            ``{"train_epoch", "train_batches", "world_size", "batch_size"}``, or ``{}`` before training.
+        """
+        if self._train_sampler is None:
+            return {}
+        epoch, batches = self._epoch, self._batch_in_epoch
+        trainer = self.trainer
+        per_epoch = getattr(trainer, "num_training_batches", math.inf) if trainer is not None else math.inf
+        if batches >= per_epoch:  # saved at the end of an epoch: resume at the start of the next one
+            epoch, batches = epoch + 1, 0
+        world_size, _ = self._world()
+        return {
+            "train_epoch": epoch,
+            "train_batches": batches,
+            "world_size": world_size,
+            "batch_size": int(self.hparams["batch_size"]),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the training data where :meth:`state_dict` left it (applied by the next ``train_dataloader``)."""
+        if "train_epoch" in state_dict:
+            self._resume = {k: int(v) for k, v in state_dict.items()}
+
+    def _train_batch_seed(self) -> int:
+        _, rank = self._world()
+        words = [self.hparams["seed"], rank, self._epoch, self._batch_in_epoch]
+        return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
     def _eval_loaders(self, specs: Sequence[str]) -> list[DataLoader]:
         return [self._loader(self.pair_set(s), self.hparams["eval_batch_size"], shuffle=False) for s in specs]
@@ -321,6 +457,14 @@ class FaceDataModule(pl.LightningDataModule):
         if "image1" in batch:
             return self._eval_batch(batch, dataloader_idx)
         out = dict(batch)
+        sampler = self._train_sampler
+        epoch = int(sampler.epoch) if sampler is not None else self._epoch
+        if epoch != self._epoch:
+            self._epoch, self._batch_in_epoch = epoch, 0
+        # The degradation's draws of this batch are a function of (seed, rank, epoch, batch): a resumed run
+        # replays them, and every rank draws its own.
+        self.train_degradation.reseed(self._train_batch_seed())
+        self._batch_in_epoch += 1
         out.update(self.train_degradation(to_float(out.pop("image"))))
         if self.lr_views:
             backend = self.hparams["backend"]

@@ -668,24 +668,47 @@ def _scan_identity_folder(root: Path, extensions: Sequence[str]) -> tuple[list[s
 class ImageFolderFaces(Dataset):
     """Identity folders ``root/<identity>/*.jpg|png``: items ``{"image": uint8 (3, H, W), "label": int}``.
 
-    Labels index the sorted names of the identity folders that contain at least one image.
+    Labels index the sorted names of the identity folders that contain at least one image. With ``landmarks``,
+    items also carry ``"landmarks"``: float32 ``(68, 2)`` iBUG points, which feed RIM's heatmap and parsing
+    priors on real faces.
 
     Args:
         root: the dataset directory.
-        transform: optional callable applied to the ``uint8`` image tensor.
+        transform: optional callable applied to the ``uint8`` image tensor (not to the landmarks).
         extensions: accepted file suffixes (case-insensitive).
+        landmarks: 68 landmarks per image, paths relative to ``root``: the ``landmarks.json`` that
+            ``crossres align`` writes beside its output, or any JSON/CSV in iBUG order
+            (:func:`crossres.data.detect.load_landmarks68`).
 
     Raises:
-        FileNotFoundError: if ``root`` is missing or holds no images.
+        FileNotFoundError: if ``root`` is missing or holds no images, or the landmarks file is missing.
+        ValueError: if an image has no landmarks in ``landmarks``.
     """
 
     def __init__(
-        self, root: str | Path, transform: Callable | None = None, extensions: Sequence[str] = IMAGE_EXTENSIONS
+        self,
+        root: str | Path,
+        transform: Callable | None = None,
+        extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        landmarks: str | Path | None = None,
     ) -> None:
         self.root = Path(root)
         self.transform = transform
         self.classes, self.samples = _scan_identity_folder(self.root, extensions)
         self.num_classes = len(self.classes)
+        self.landmarks: list[Tensor] | None = None
+        if landmarks is not None:
+            from crossres.data.detect import load_landmarks68
+
+            table = load_landmarks68(landmarks)
+            names = [path.relative_to(self.root).as_posix() for path, _ in self.samples]
+            missing = [name for name in names if name not in table]
+            if missing:
+                raise ValueError(
+                    f"{len(missing)} of {len(names)} images of {self.root} have no landmarks in {landmarks}, "
+                    f"e.g. {missing[0]!r} (paths are relative to {self.root})"
+                )
+            self.landmarks = [table[name].float() for name in names]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -695,6 +718,8 @@ class ImageFolderFaces(Dataset):
         image = _read_image_file(path)
         if self.transform is not None:
             image = self.transform(image)
+        if self.landmarks is not None:
+            return {"image": image, "label": label, "landmarks": self.landmarks[index].clone()}
         return {"image": image, "label": label}
 
 

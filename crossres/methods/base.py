@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics import Metric
 
 from crossres.metrics.verification import VerificationMetric
 from crossres.nn.weights import load_backbone_weights
@@ -72,7 +75,15 @@ class CrossResMethod(pl.LightningModule):
         far: false accept rate at which TAR is reported.
         nonfinite: on a NaN/inf loss, ``"stop"`` with an error naming the loss and the step, or ``"skip"``
             the step (no weight update) and count it in ``train_skipped_steps``.
+        channels_last: keep the 4-D weights in ``torch.channels_last`` memory format (faster convolutions with
+            tensor cores, e.g. under ``bf16-mixed``); checkpoints are unaffected.
+        compile: ``torch.compile`` every backbone (:meth:`compile_targets`) in place, so state-dict keys stay as
+            they are (no ``_orig_mod.``): checkpoints of compiled and uncompiled models load into each other.
+        compile_backend: the ``torch.compile`` backend (``inductor``; ``aot_eager`` compiles nothing, for debugging).
     """
+
+    #: ``trainer.precision`` the CLI picks on a GPU when the config leaves it unset (``null``); CPU runs use 32-true.
+    gpu_precision: ClassVar[str] = "32-true"
 
     def __init__(
         self,
@@ -88,6 +99,9 @@ class CrossResMethod(pl.LightningModule):
         flip_test: bool = False,
         far: float = 1e-3,
         nonfinite: Literal["stop", "skip"] = "stop",
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_backend: str = "inductor",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -98,7 +112,25 @@ class CrossResMethod(pl.LightningModule):
         self.eval_results: dict[str, list[dict[str, Any]]] = {}
         self.eval_scores: dict[str, dict[str, Tensor]] = {}
         self.skipped_steps = 0
+        self._rng_to_restore: dict[str, Any] | None = None
         self.build()
+        if channels_last:
+            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if compile:
+            for module in self.compile_targets():
+                module.compile(backend=compile_backend)  # in place: the state-dict keys keep their names
+
+    def compile_targets(self) -> list[nn.Module]:
+        """The networks ``compile: true`` compiles: the outermost backbones (``crossres.nn.backbones``, the block-wise
+        wrappers of ``crossres.nn.distillation``, timm models). Override to choose others.
+        """
+        targets: list[nn.Module] = []
+        for _, module in self.named_modules():
+            kind = type(module).__module__
+            is_backbone = kind in ("crossres.nn.backbones", "crossres.nn.distillation") or kind.startswith("timm.")
+            if is_backbone and not any(_is_inside(module, outer) for outer in targets):
+                targets.append(module)
+        return targets
 
     # ------------------------------------------------------------------------------------- subclasses
     def build(self) -> None:
@@ -119,6 +151,28 @@ class CrossResMethod(pl.LightningModule):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.embed(images)
+
+    # ---------------------------------------------------------------------------------------- resuming
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning does not save the global RNGs; methods that draw from them in training_step (dropout, random
+        # occlusions) need them to continue a killed run exactly as an uninterrupted one.
+        checkpoint["crossres_rng"] = _rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state_dict = checkpoint.get("state_dict", {})
+        if any("_orig_mod." in key for key in state_dict):  # saved from a torch.compile wrapper
+            checkpoint["state_dict"] = {key.replace("_orig_mod.", ""): value for key, value in state_dict.items()}
+        self._rng_to_restore = checkpoint.get("crossres_rng")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Restored here, not when the checkpoint is loaded: setting up the resumed run draws from the global RNG.
+        if self._rng_to_restore is not None:
+            if self.trainer.ckpt_path is not None:  # a resumed fit, not a fit of a model loaded from a checkpoint
+                _set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
+        if isinstance(batch, dict) and "corrupt" in batch:  # data.skip_corrupt: records skipped for this batch
+            skipped = batch["corrupt"].sum().float()
+            self.log("train_corrupt_skipped", skipped, on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True)
 
     # ---------------------------------------------------------------------------------------- training
     def check_finite(self, name: str, loss: Tensor) -> bool:
@@ -241,6 +295,13 @@ class CrossResMethod(pl.LightningModule):
         self.eval_results[split] = rows
         self.eval_scores[split] = scores
 
+    def on_validation_start(self) -> None:
+        # Under DDP each rank updates its own BatchNorm running statistics (DDP broadcasts rank 0's only at the next
+        # training forward): evaluate rank 0's model, the one the checkpoint holds, on every rank.
+        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            for buffer in _model_buffers(self):
+                torch.distributed.broadcast(buffer, src=0)
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("val", batch)
 
@@ -267,3 +328,37 @@ class CrossResMethod(pl.LightningModule):
             out[f"lr1_{protocol}"] = self.eval_embed_lr(lr1, size)
             out[f"lr2_{protocol}"] = self.eval_embed_lr(batch["lr2"][protocol], size)
         return out
+
+
+def _model_buffers(module: nn.Module) -> list[Tensor]:
+    """Buffers of the networks (BatchNorm statistics, ...), not of the metrics' states."""
+    if isinstance(module, Metric):
+        return []
+    own = list(module.buffers(recurse=False))
+    return own + [b for child in module.children() for b in _model_buffers(child)]
+
+
+def _is_inside(module: nn.Module, outer: nn.Module) -> bool:
+    return any(module is m for m in outer.modules())
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, *rest = cast(tuple[Any, ...], np.random.get_state(legacy=True))
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), *rest),  # tensors: loads with weights_only
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])

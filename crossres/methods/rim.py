@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -135,6 +135,9 @@ class RIM(CrossResMethod):
         weight_decay: weight decay of every player.
         **kwargs: optimisation and evaluation arguments of :class:`CrossResMethod`.
     """
+
+    #: The CLI's precision on a GPU when the config leaves ``trainer.precision`` unset: four players, three backbones.
+    gpu_precision: ClassVar[str] = "bf16-mixed"
 
     def __init__(
         self,

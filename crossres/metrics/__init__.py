@@ -1,6 +1,7 @@
 """Evaluation metrics: pure functions and the torchmetrics ``Metric`` classes that call them."""
 
 from crossres.metrics.identification import IdentificationMetric, cmc, probe_ranks, rank_k_accuracy
+from crossres.metrics.identity import IdentityJudge
 from crossres.metrics.image_quality import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure, psnr, ssim
 from crossres.metrics.verification import (
     VerificationMetric,
@@ -13,6 +14,7 @@ from crossres.metrics.verification import (
 
 __all__ = [
     "IdentificationMetric",
+    "IdentityJudge",
     "PeakSignalNoiseRatio",
     "StructuralSimilarityIndexMeasure",
     "VerificationMetric",

