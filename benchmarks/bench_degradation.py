@@ -60,8 +60,8 @@ def pil_loop(images: list[np.ndarray], sides: list[int]) -> list[np.ndarray]:
     out = []
     for image, side in zip(images, sides, strict=True):
         height, width = image.shape[:2]
-        small = Image.fromarray(image).resize((side, side), Image.BICUBIC)
-        out.append(np.asarray(small.resize((width, height), Image.BICUBIC)))
+        small = Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC)
+        out.append(np.asarray(small.resize((width, height), Image.Resampling.BICUBIC)))
     return out
 
 
@@ -129,13 +129,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mae = float((ours.float() - reference.float()).abs().mean())
 
     pil_ms = median_ms(pil_s)
-    rows: list[dict[str, Any]] = [
-        {"variant": "PIL per-image loop (seeds)", "device": "cpu", "threads": 1, "ms_per_batch": pil_ms},
-        {"variant": "crossres degrade, batched", "device": "cpu", "threads": threads, "ms_per_batch": median_ms(torch_s)},
-        {"variant": "crossres degrade, batched", "device": "cpu", "threads": 1, "ms_per_batch": median_ms(one_thread_s)},
+
+    def row(variant: str, device: str, threads: int | None, seconds: list[float]) -> dict[str, Any]:
+        ms = median_ms(seconds)
+        return {
+            "variant": variant,
+            "device": device,
+            "threads": threads,
+            "ms_per_batch": ms,
+            "speedup_vs_pil": pil_ms / ms,
+        }
+
+    rows = [
+        row("PIL per-image loop (seeds)", "cpu", 1, pil_s),
+        row("crossres degrade, batched", "cpu", threads, torch_s),
+        row("crossres degrade, batched", "cpu", 1, one_thread_s),
     ]
-    for row in rows:
-        row["speedup_vs_pil"] = pil_ms / row["ms_per_batch"]
 
     gpu: dict[str, Any] | None = None
     if torch.cuda.is_available():
@@ -143,9 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         images_gpu = images.to(device)
         gpu_s = time_calls(lambda: crossres_batched(images_gpu, lr_size), max(args.repeats, 20), device, warmup=3)
         gpu_ms = median_ms(gpu_s)
-        rows.append(
-            {"variant": "crossres degrade, batched", "device": "cuda", "ms_per_batch": gpu_ms, "speedup_vs_pil": pil_ms / gpu_ms}
-        )
+        rows.append(row("crossres degrade, batched", "cuda", None, gpu_s))
         steps = {
             precision: train_step_ms(args.batch, args.image_size, args.num_classes, precision == "bf16", args.repeats)
             for precision in ("fp32", "bf16")

@@ -18,7 +18,10 @@ protocol), degraded with the same ``degrade`` and scored with the same ``Verific
 equal crossres's (``max_acc_difference``).
 
 Backbone passes are counted, not assumed: a forward pre-hook on the backbone counts the images it embeds. The
-backbone is a tiny untrained iresnet18 (the ratio of passes is the point; wall times scale with it). Also printed:
+backbone is untrained and tiny (the ratio of passes is the point): an iresnet18 of width 8 (``--backbone iresnet18``,
+default), or ``--backbone pool``, average pooling to 4 x 4 and a linear layer, which leaves the degradation, the
+metrics and the framework as the whole cost (the pass counts are the same; the time ratio moves towards 1, since both
+sides degrade the same images: 2 per pair per protocol). Also printed:
 the ratio against Knoche's HR-LR-only script (2 passes per pair per protocol: the HR first image and the LR second
 image, one of the four comparisons) and the floor of any evaluation, one pass per distinct (image, size) of the set.
 Goal: crossres <= 0.55x the naive passes.
@@ -26,6 +29,7 @@ Goal: crossres <= 0.55x the naive passes.
 Usage:
     python benchmarks/bench_eval_cost.py                        # full: 6,000 pairs, sweep + knoche
     python benchmarks/bench_eval_cost.py --quick                # smoke run: 20 pairs, every 9th sweep size
+    python benchmarks/bench_eval_cost.py --backbone pool                # the same counts, cheaper
     python benchmarks/bench_eval_cost.py --scenarios both --out runs/bench/eval_cost.json
 """
 
@@ -37,7 +41,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from common import format_table, machine, synchronize, write_json
+from common import format_table, machine, quiet_lightning, synchronize, write_json
 from torch import Tensor, nn
 
 from crossres.data.datamodule import FaceDataModule
@@ -67,6 +71,11 @@ class PassCounter:
 
     def reset(self) -> None:
         self.calls = self.images = 0
+
+
+def pooling_backbone(embedding_size: int) -> nn.Module:
+    """The cheapest embedding network: ``(B, 3, H, W)`` -> 4 x 4 average pooling -> linear -> ``(B, D)``."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(3 * 4 * 4, embedding_size))
 
 
 def protocol_specs(scenario: str, sweep_step: int) -> list[int | str]:
@@ -155,6 +164,8 @@ def run_scenario(args: argparse.Namespace, scenario: str, device: torch.device) 
     torch.manual_seed(args.seed)
     backbone_kwargs = {"width": args.width, "stem_stride": 2}
     model = Baseline(num_classes=2, image_size=HR_SIZE, backbone_kwargs=backbone_kwargs, embedding_size=32)
+    if args.backbone == "pool":
+        model.backbone = pooling_backbone(embedding_size=32)
     counter = PassCounter(model.backbone)
 
     ours_s, ours_acc = crossres_eval(model, datamodule, device)
@@ -194,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pairs", type=int, default=6000, help="pairs of the synthetic set (quick: 20)")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=["sweep", "knoche"])
     parser.add_argument("--sweep-step", type=int, default=1, help="every n-th size of 5..112 (quick: 9)")
+    parser.add_argument("--backbone", choices=["iresnet18", "pool"], default="iresnet18", help="the embedding net")
     parser.add_argument("--width", type=int, default=8, help="width of the tiny iresnet18 (stem stride 2)")
     parser.add_argument("--eval-batch-size", type=int, default=128, help="pairs per evaluation batch")
     parser.add_argument("--seed", type=int, default=0)
@@ -201,9 +213,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.quick:
         args.pairs, args.sweep_step = min(args.pairs, 20), max(args.sweep_step, 9)
+    quiet_lightning()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    backbone = f"iresnet18 width {args.width}" if args.backbone == "iresnet18" else "pooling + linear"
     print(
-        f"{args.pairs} pairs, scenarios {args.scenarios}, sweep step {args.sweep_step}, iresnet18 width {args.width} "
+        f"{args.pairs} pairs, scenarios {args.scenarios}, sweep step {args.sweep_step}, {backbone} backbone "
         f"on {device}, {torch.get_num_threads()} torch thread(s)"
     )
     rows = [run_scenario(args, scenario, device) for scenario in args.scenarios]

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from common import REPO, format_table, machine, synchronize, write_json
+from common import REPO, format_table, machine, quiet_lightning, synchronize, write_json
 from torch import Tensor, nn
 
 from crossres.data.datamodule import FaceDataModule
@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.identities, args.images_per_identity, args.image_size = 6, 4, 32
         args.batch_size, args.repeats = 8, 1
+    quiet_lightning()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data, model_args = settings(args)
     hp = Baseline(**model_args).hparams  # the full hyperparameters, defaults included, as the method sees them
@@ -256,7 +257,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(format_table(rows, ["side", "seconds", "minus_data_s", "ratio", "ratio_minus_data"]))
     print(f"Lightning / plain = {ratio:.3f} (goal <= 1.10): {'met' if ratio <= 1.10 else 'NOT met'}")
     print(f"max |loss difference| per step = {loss_diff:.3g} (goal 0): {'met' if loss_diff == 0 else 'NOT met'}")
-    print(f"initial weights: max |difference| = {init_diff:.3g}; repeats of one side differ by at most {repeat_diff:.3g}")
+    print(
+        f"initial weights: max |difference| = {init_diff:.3g}; repeats of one side differ by at most {repeat_diff:.3g}"
+    )
 
     results = {
         "benchmark": "overhead",

@@ -7,6 +7,7 @@ Not a benchmark itself; the scripts import it as ``common`` (``python benchmarks
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import statistics
@@ -35,6 +36,12 @@ def machine() -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return info
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's start-up notices (accelerators, tips) out of the benchmark's output; warnings still show."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def synchronize(device: torch.device) -> None:

@@ -159,6 +159,9 @@ def test_knoche_table_and_wandb_offline(tiny_run: Path, tmp_path: Path, monkeypa
             extra.append(template | {"protocol": name, "acc": acc})
     (results / "results_test.json").write_text(json.dumps(rows + extra))
     monkeypatch.setenv("WANDB_MODE", "offline")
+    import wandb
+
+    wandb.finish()  # no run left open by an earlier test: the report must start its own
     build_report(copy, examples=False, wandb=True)
 
     text = (results / "report" / "report.md").read_text()

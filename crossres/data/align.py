@@ -155,15 +155,19 @@ def align_faces(
     return warped[0] if single else warped
 
 
-def load_landmarks(landmarks_file: str | Path) -> dict[str, Tensor]:
-    """Read five-point landmarks per image.
+def load_landmarks(landmarks_file: str | Path, num_points: int = 5, entry_key: str | None = None) -> dict[str, Tensor]:
+    """Read ``num_points`` landmarks per image (five for alignment; 68 iBUG points for RIM's priors).
 
     Args:
-        landmarks_file: JSON ``{path: [[x, y] * 5]}`` (``.json``) or CSV lines ``path,x1,y1,...,x5,y5``
-            (an optional header line is skipped).
+        landmarks_file: JSON ``{path: [[x, y] * num_points]}`` (``.json``; with ``entry_key``, an entry may also be
+            an object holding the points under that key) or CSV lines ``path,x1,y1,...`` (an optional header line
+            is skipped).
+        num_points: points per image.
+        entry_key: the key of the points inside JSON object entries (``"landmarks"`` in ``crossres align``'s
+            ``landmarks.json``).
 
     Returns:
-        Relative image path (as written in the file) -> ``(5, 2)`` float64 tensor.
+        Relative image path (as written in the file) -> ``(num_points, 2)`` float64 tensor.
 
     Raises:
         FileNotFoundError: if the file is missing.
@@ -176,12 +180,13 @@ def load_landmarks(landmarks_file: str | Path) -> dict[str, Tensor]:
     if path.suffix.lower() == ".json":
         data = json.loads(path.read_text())
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object {{path: [[x, y] * 5]}}")
+            raise ValueError(f"{path}: expected a JSON object {{path: [[x, y] * {num_points}]}}")
         for key, value in data.items():
+            points = value.get(entry_key) if entry_key is not None and isinstance(value, dict) else value
             try:
-                out[str(key)] = torch.tensor(value, dtype=torch.float64).reshape(5, 2)
+                out[str(key)] = torch.tensor(points, dtype=torch.float64).reshape(num_points, 2)
             except (TypeError, ValueError, RuntimeError) as err:
-                raise ValueError(f"{path}: entry {key!r} is not five (x, y) points: {err}") from err
+                raise ValueError(f"{path}: entry {key!r} is not {num_points} (x, y) points: {err}") from err
         return out
     with open(path, newline="") as f:
         for lineno, row in enumerate(csv.reader(f), start=1):
@@ -193,11 +198,13 @@ def load_landmarks(landmarks_file: str | Path) -> dict[str, Tensor]:
                 if lineno == 1:  # header
                     continue
                 raise ValueError(
-                    f"{path}:{lineno}: expected 'path,x1,y1,...,x5,y5' with numbers, got {row!r}"
+                    f"{path}:{lineno}: expected 'path,x1,y1,...' with {2 * num_points} numbers, got {row!r}"
                 ) from None
-            if len(values) != 10:
-                raise ValueError(f"{path}:{lineno}: expected 10 coordinates after the path, got {len(values)}")
-            out[row[0].strip()] = torch.tensor(values, dtype=torch.float64).reshape(5, 2)
+            if len(values) != 2 * num_points:
+                raise ValueError(
+                    f"{path}:{lineno}: expected {2 * num_points} coordinates after the path, got {len(values)}"
+                )
+            out[row[0].strip()] = torch.tensor(values, dtype=torch.float64).reshape(num_points, 2)
     return out
 
 

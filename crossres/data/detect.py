@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torchvision.io import encode_jpeg, encode_png
 
-from crossres.data.align import align_faces, arcface_template, estimate_similarity
+from crossres.data.align import align_faces, arcface_template, estimate_similarity, load_landmarks
 from crossres.data.formats import IMAGE_EXTENSIONS, decode_image_bytes
 from crossres.data.priors import NUM_LANDMARKS
 
@@ -485,32 +485,4 @@ def load_landmarks68(landmarks_file: str | Path) -> dict[str, Tensor]:
         FileNotFoundError: if the file is missing.
         ValueError: on a malformed entry (the message names the file and line or key).
     """
-    path = Path(landmarks_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"landmarks file {path} not found")
-    out: dict[str, Tensor] = {}
-    if path.suffix.lower() == ".json":
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object {{path: [[x, y] * 68]}}")
-        for key, value in data.items():
-            points = value.get("landmarks") if isinstance(value, dict) else value
-            try:
-                out[str(key)] = torch.tensor(points, dtype=torch.float64).reshape(NUM_LANDMARKS, 2)
-            except (TypeError, ValueError, RuntimeError) as err:
-                raise ValueError(f"{path}: entry {key!r} is not 68 (x, y) points: {err}") from err
-        return out
-    with open(path, newline="") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
-            if not row or not "".join(row).strip():
-                continue
-            try:
-                values = [float(v) for v in row[1:]]
-            except ValueError:
-                if lineno == 1:  # header
-                    continue
-                raise ValueError(f"{path}:{lineno}: expected 'path,x0,y0,...,x67,y67' with numbers") from None
-            if len(values) != 2 * NUM_LANDMARKS:
-                raise ValueError(f"{path}:{lineno}: expected 136 coordinates after the path, got {len(values)}")
-            out[row[0].strip()] = torch.tensor(values, dtype=torch.float64).reshape(NUM_LANDMARKS, 2)
-    return out
+    return load_landmarks(landmarks_file, num_points=NUM_LANDMARKS, entry_key="landmarks")

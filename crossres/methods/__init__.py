@@ -6,6 +6,7 @@ from crossres.methods.batch_cr import BatchCR
 from crossres.methods.dcr import DCRTwoStage
 from crossres.methods.guided_cnn import GuidedCNN
 from crossres.methods.ipunet import IPUNet
+from crossres.methods.loading import load_method
 from crossres.methods.rim import RIM
 from crossres.methods.siamese_cr import SiameseCR
 
@@ -19,4 +20,5 @@ __all__ = [
     "IPUNet",
     "NonFiniteLossError",
     "SiameseCR",
+    "load_method",
 ]

@@ -76,14 +76,12 @@ def sr_grid(
     Returns:
         The matplotlib figure.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) is untouched
 
     rows = sr.shape[0]
     columns = ["LR", "bicubic", "SR + landmarks", "SR + parsing", "HR"]
-    fig, axes = plt.subplots(rows, len(columns), figsize=(2.0 * len(columns), 2.1 * rows + 0.4), squeeze=False)
+    fig = Figure(figsize=(2.0 * len(columns), 2.1 * rows + 0.4))
+    axes = fig.subplots(rows, len(columns), squeeze=False)
     height, width = hr.shape[-2:]
     for r in range(rows):
         panels: list[tuple[np.ndarray, str]] = [
