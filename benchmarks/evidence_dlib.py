@@ -7,7 +7,8 @@ scikit-image). The script
    the shoulder patch at 1) and finds the 68 landmarks of the largest;
 2. aligns the face onto the ArcFace 112 x 112 template from the five points (eye centres, nose tip, mouth
    corners) and measures how far the eye centres land from the template, both as mapped by the similarity and
-   as re-detected on the aligned crop by dlib's shape predictor;
+   as re-detected on the aligned crop by dlib's shape predictor; then again with the eyes weighted 4:1 in the
+   fit (``crossres align --point-weights 4 4 1 1 1``);
 3. renders the 68 landmarks -> parsing map (``crossres.data.priors``, what RIM's priors use on real data) over
    the aligned crop, next to the detection, to a PNG;
 4. measures the IdentityJudge's HR -> LR descriptor distance at 112/56/28/14/7/5 px with crossres's own
@@ -68,6 +69,9 @@ def chip_curve(chip: np.ndarray, sizes: tuple[int, ...]) -> dict:
         lr = to_uint8(degrade(x, size))[0]
         out[size] = float(np.linalg.norm(np.asarray(recognizer.compute_face_descriptor(to_dlib_image(lr))) - reference))
     return out
+
+
+EYE_WEIGHTS = (4.0, 4.0, 1.0, 1.0, 1.0)
 
 
 def load_sr_model(path: Path, method: str) -> Any:
@@ -180,6 +184,13 @@ def main() -> None:
         "eye_error_redetected_px": (eyes_redetected - template[:2]).norm(dim=1).tolist(),
         "five_point_error_px": (apply(matrix, face.five) - template).norm(dim=1).tolist(),
         "landmarks_redetected_vs_mapped_px": float((redetected - crop_landmarks).norm(dim=1).mean()),
+    }
+    # crossres align --point-weights 4 4 1 1 1: the eyes weigh 4x in the fit, the smile's mouth corners less.
+    weighted = estimate_similarity(face.five, template, EYE_WEIGHTS)
+    results["alignment_eye_weighted"] = {
+        "weights": list(EYE_WEIGHTS),
+        "eye_error_mapped_px": (apply(weighted, face.five[:2]) - template[:2]).norm(dim=1).tolist(),
+        "five_point_error_px": (apply(weighted, face.five) - template).norm(dim=1).tolist(),
     }
     overlay(photo, face, crop, crop_landmarks, args.overlay)
     results["overlay"] = str(args.overlay)

@@ -118,6 +118,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     align.add_argument("--size", type=_size, default=(112, 112), help="output HxW: 112x112 (default) or 112x96")
     align.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    align.add_argument(
+        "--point-weights",
+        type=float,
+        nargs=5,
+        metavar="W",
+        default=None,
+        help="weights of the eyes, nose tip and mouth corners in the similarity fit (default: equal, as insightface); "
+        "e.g. 4 4 1 1 1 keeps the eyes nearer the template when the mouth moves (smiles)",
+    )
     detection = align.add_argument_group("detection (without --landmarks)")
     detection.add_argument(
         "--detector", choices=("hog", "mmod"), default="hog", help="dlib HOG (default, fast) or MMOD CNN (slow on CPU)"
@@ -243,7 +252,13 @@ def _detect_align(args: argparse.Namespace) -> int:
         raise _UsageError(f"--upsample {args.upsample}: expected 0 or more")
     detector = FaceDetector(args.detector, upsample=args.upsample, min_score=args.min_score)
     counts = detect_align_folder(
-        args.src, args.dst, detector, output_size=args.size, multi_face=args.multi_face, overwrite=args.overwrite
+        args.src,
+        args.dst,
+        detector,
+        output_size=args.size,
+        multi_face=args.multi_face,
+        overwrite=args.overwrite,
+        weights=args.point_weights,
     )
     print(
         f"aligned {counts['faces']} face(s) of {counts['aligned_images']} of {counts['images']} photo(s) into "
@@ -258,15 +273,21 @@ def _detect_align(args: argparse.Namespace) -> int:
 
 
 def _align(args: argparse.Namespace) -> int:
-    from crossres.data.align import align_folder
+    from crossres.data.align import align_folder, point_weights
 
     if not args.src.is_dir():
         raise _UsageError(f"SRC {args.src}: no such directory")
+    try:
+        point_weights(args.point_weights, 5)
+    except ValueError as err:
+        raise _UsageError(f"--point-weights: {err}") from None
     if args.landmarks is None:
         return _detect_align(args)
     if not args.landmarks.is_file():
         raise _UsageError(f"--landmarks {args.landmarks}: no such file")
-    counts = align_folder(args.src, args.dst, args.landmarks, output_size=args.size, overwrite=args.overwrite)
+    counts = align_folder(
+        args.src, args.dst, args.landmarks, output_size=args.size, overwrite=args.overwrite, weights=args.point_weights
+    )
     print(
         f"aligned {counts['aligned']} image(s) into {args.dst} ({args.size[0]}x{args.size[1]}); "
         f"{counts['missing_landmarks']} image(s) of {args.src} have no landmarks; "

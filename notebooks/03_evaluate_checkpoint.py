@@ -45,12 +45,11 @@ import torch
 from IPython.display import Image, Markdown, display
 from lightning.pytorch import Trainer, seed_everything
 
-import crossres.methods
 from crossres.data import FaceDataModule
 from crossres.data.formats import export_pair_set, load_bin
 from crossres.data.protocols import KNOCHE_PROTOCOLS, knoche_sizes, load_knoche_csv
 from crossres.data.synthetic import synthetic_pair_set
-from crossres.methods import Baseline
+from crossres.methods import Baseline, load_method
 from crossres.nn import load_backbone_weights
 from crossres.report import results_table, write_results, write_scores
 from crossres.report.plots import accuracy_vs_resolution, distance_distributions, roc_curves
@@ -72,17 +71,16 @@ print(f"TINY={TINY}, working directory {WORKDIR}")
 # %% [markdown]
 # ## The model
 #
-# A checkpoint written by `crossres fit` names its class (`hyper_parameters["_class_path"]`), so any method comes
-# back with its own `load_from_checkpoint`. An insightface `backbone.pth` is loaded into the backbone of a
-# `Baseline` with the same architecture by `crossres.nn.load_backbone_weights` (keys are checked, shapes must fit).
+# A checkpoint written by `crossres fit` names its class (`hyper_parameters["_class_path"]`), so
+# `crossres.methods.load_method(path)` gives any method back, in eval mode, without knowing which it is. An
+# insightface `backbone.pth` is loaded into the backbone of a `Baseline` with the same architecture by
+# `crossres.nn.load_backbone_weights` (keys are checked, shapes must fit).
 # Without either, an HR Baseline is trained here first: a tiny one with `CROSSRES_NOTEBOOK_TINY=1` (the numbers
 # below then only show the mechanics), else one sized as `experiments/baseline.yaml` (half an hour on a CPU).
 
 # %%
 if CHECKPOINT:
-    class_path = torch.load(CHECKPOINT, map_location="cpu", weights_only=True)["hyper_parameters"]["_class_path"]
-    method = getattr(crossres.methods, class_path.rsplit(".", 1)[-1])
-    model = method.load_from_checkpoint(CHECKPOINT, map_location="cpu", weights_only=True)
+    model = load_method(CHECKPOINT)
 elif BACKBONE_PTH:
     model = Baseline(num_classes=2, backbone=BACKBONE, embedding_size=512)  # the head is not used to evaluate
     load_backbone_weights(model.backbone, BACKBONE_PTH)
@@ -119,7 +117,7 @@ else:
     ).fit(model, train_data)
     CHECKPOINT = str(WORKDIR / "baseline.ckpt")
     model.trainer.save_checkpoint(CHECKPOINT)
-    model = Baseline.load_from_checkpoint(CHECKPOINT, map_location="cpu", weights_only=True)
+    model = load_method(CHECKPOINT)
 method_name = type(model).__name__
 hr_size = tuple(model.image_size)
 print(f"{method_name} on {hr_size[0]}x{hr_size[1]} faces, from {CHECKPOINT or BACKBONE_PTH}")

@@ -75,6 +75,29 @@ def test_recovers_known_similarity_batched():
         assert torch.allclose(estimated[b], naive_umeyama(src[b], noisy[b]), atol=1e-9)
 
 
+def test_weighted_fit_equals_the_fit_of_repeated_points():
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    dst = apply(similarity(0.2, 1.3, 4.0, 9.0), ARCFACE_TEMPLATE_112) + noise
+    counts = [4, 4, 1, 1, 1]
+    # A point of integer weight k fits as k copies of it (the naive reference has no weights).
+    repeated = torch.repeat_interleave(torch.arange(5), torch.tensor(counts))
+    reference = naive_umeyama(ARCFACE_TEMPLATE_112[repeated], dst[repeated])
+    assert torch.allclose(estimate_similarity(ARCFACE_TEMPLATE_112, dst, counts), reference, atol=1e-9)
+    equal = estimate_similarity(ARCFACE_TEMPLATE_112, dst, [1.0] * 5)
+    assert torch.allclose(equal, naive_umeyama(ARCFACE_TEMPLATE_112, dst))
+
+    # weights move the eyes nearer their targets
+    def eye_error(weights):
+        m = estimate_similarity(ARCFACE_TEMPLATE_112, dst, weights)
+        return (apply(m, ARCFACE_TEMPLATE_112)[:2] - dst[:2]).norm(dim=1).sum()
+
+    assert eye_error(counts) < eye_error(None)
+    for bad in ([1, 1, 1, 1], [1, 1, 1, 1, -1], [0, 0, 0, 0, 0], [1, 1, float("nan"), 1, 1]):
+        with pytest.raises(ValueError, match="point weights"):
+            estimate_similarity(ARCFACE_TEMPLATE_112, dst, bad)
+
+
 def test_no_reflection_and_degenerate():
     mirrored = ARCFACE_TEMPLATE_112 * torch.tensor([-1.0, 1.0], dtype=torch.float64)
     linear = estimate_similarity(ARCFACE_TEMPLATE_112, mirrored)[:, :2]

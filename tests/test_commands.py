@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchvision.io import encode_jpeg
 
 from crossres.cli import main
 from crossres.commands import run
-from crossres.data.formats import ImageFolderFaces, RecordIOFaces, load_bin, write_image_folder
+from crossres.data.align import align_faces
+from crossres.data.formats import ImageFolderFaces, RecordIOFaces, decode_image_bytes, load_bin, write_image_folder
 from crossres.data.synthetic import SyntheticFaces
 
 SMALL = ["--synthetic-identities", "3", "--images-per-identity", "2", "--image-size", "32"]
@@ -139,6 +141,25 @@ def test_align_command(tmp_path: Path, raw_faces: tuple[Path, Path], capsys: pyt
     assert code == 2 and "overwrite" in err
     assert main(["align", str(src), str(dst), "--landmarks", str(landmarks), "--overwrite"]) == 0
     assert ImageFolderFaces(dst)[0]["image"].shape == (3, 112, 112)
+
+
+def test_align_command_point_weights(
+    tmp_path: Path, raw_faces: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, landmarks = raw_faces
+    outs = {}
+    for name, extra in (("equal", []), ("eyes", ["--point-weights", "4", "4", "1", "1", "1"])):
+        assert _run(["align", str(src), str(tmp_path / name), "--landmarks", str(landmarks), *extra], capsys)[0] == 0
+        outs[name] = ImageFolderFaces(tmp_path / name)[0]["image"]
+    first = sorted(src.rglob("*.jpg"))[0]
+    points = torch.tensor(json.loads(landmarks.read_text())[first.relative_to(src).as_posix()])
+    expected = align_faces(decode_image_bytes(first.read_bytes()), points, weights=[4, 4, 1, 1, 1])
+    decoded_again = decode_image_bytes(encode_jpeg(expected, quality=95).numpy().tobytes())
+    assert torch.equal(outs["eyes"], decoded_again)
+    assert not torch.equal(outs["eyes"], outs["equal"])
+    zeros = ["--point-weights", *"0 0 0 0 0".split()]
+    code, _, err = _run(["align", str(src), str(tmp_path / "bad"), "--landmarks", str(landmarks), *zeros], capsys)
+    assert code == 2 and "--point-weights" in err
 
 
 def test_align_errors(tmp_path: Path, raw_faces: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:

@@ -186,6 +186,10 @@ def test_astronaut_face_landmarks_and_alignment(astronaut: torch.Tensor) -> None
     aligned_eyes = eyes @ matrix[:, :2].T + matrix[:, 2]
     errors = (aligned_eyes - template[:2]).norm(dim=1)
     assert (errors < 3.5).all(), errors
+    # Weighting the eyes 4:1 in the fit (crossres align --point-weights 4 4 1 1 1) puts them within 2 px.
+    matrix = estimate_similarity(face.five, template, [4, 4, 1, 1, 1])
+    weighted = ((eyes @ matrix[:, :2].T + matrix[:, 2]) - template[:2]).norm(dim=1)
+    assert (weighted < 2.0).all() and (weighted < errors).all(), weighted
     # With dlib's upsampling the HOG detector also fires on the shoulder patch (the false positive of issue 9).
     assert len(FaceDetector("hog", upsample=1)(astronaut)) == 2
 

@@ -29,6 +29,23 @@ def test_deterministic_across_instances_caches_and_processes():
         assert pool.map(_render_bytes, [(3, 17, 5)])[0] == first["image"].numpy().tobytes()
 
 
+def test_cache_serves_identical_independent_items_without_rendering_again(monkeypatch):
+    plain = SyntheticFaces(num_identities=2, images_per_identity=2, image_size=32)
+    cached = SyntheticFaces(num_identities=2, images_per_identity=2, image_size=32, cache=True)
+    first, reference = cached[3], plain[3]
+    calls = []
+    render = synthetic._render
+    monkeypatch.setattr(synthetic, "_render", lambda *a: calls.append(a) or render(*a))
+    first["image"].zero_()  # a caller writing into an item must not change the cache
+    again = cached[3]
+    assert calls == []
+    for key in ("image", "landmarks", "parsing"):
+        assert torch.equal(again[key], reference[key]), key
+        assert again[key].dtype == reference[key].dtype, key
+    plain[3]
+    assert len(calls) == 1  # without the cache every read renders
+
+
 def test_seed_identity_and_index_change_the_image():
     base = SyntheticFaces(seed=0).render(4, 1)["image"]
     assert not torch.equal(base, SyntheticFaces(seed=1).render(4, 1)["image"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -66,23 +67,26 @@ def arcface_template(output_size: tuple[int, int] = (112, 112)) -> Tensor:
     return ARCFACE_TEMPLATE_112 * torch.tensor([w / 112.0, h / 112.0], dtype=torch.float64)
 
 
-def estimate_similarity(src: Tensor, dst: Tensor) -> Tensor:
+def estimate_similarity(src: Tensor, dst: Tensor, weights: Sequence[float] | Tensor | None = None) -> Tensor:
     """Least-squares similarity transform (rotation, uniform scale, translation) mapping ``src`` onto ``dst``.
 
     Umeyama (1991): with the centred point sets and ``Sigma = (1/n) sum (y_i - mu_y)(x_i - mu_x)^T = U D V^T``,
     Eq. (40) ``R = U S V^T`` (``S = diag(1, -1)`` when ``det U det V < 0``, which excludes reflections),
-    Eq. (42) ``c = tr(D S) / sigma_x^2``, Eq. (41) ``t = mu_y - c R mu_x``.
+    Eq. (42) ``c = tr(D S) / sigma_x^2``, Eq. (41) ``t = mu_y - c R mu_x``. With ``weights`` every mean, the
+    covariance and the variance are weighted (``1/n`` becomes ``w_i / sum w``): the weighted least-squares fit.
 
     Args:
         src: ``(B, N, 2)`` or ``(N, 2)`` source points ``(x, y)``, ``N >= 2``.
         dst: target points of the same shape.
+        weights: ``N`` non-negative weights of the points (``None``: all equal, as insightface's alignment);
+            e.g. ``[4, 4, 1, 1, 1]`` puts the eyes nearer the ArcFace template at the mouth corners' expense.
 
     Returns:
         ``(B, 2, 3)`` (or ``(2, 3)``) matrices ``[c R | t]`` with ``dst ~ c R src + t``, in the input's floating
         dtype (float32 for integer input); computed in float64.
 
     Raises:
-        ValueError: on mismatched shapes or a degenerate ``src`` (all points equal).
+        ValueError: on mismatched shapes, bad weights or a degenerate ``src`` (all points equal).
     """
     if src.shape != dst.shape or src.ndim not in (2, 3) or src.shape[-1] != 2 or src.shape[-2] < 2:
         raise ValueError(
@@ -92,13 +96,13 @@ def estimate_similarity(src: Tensor, dst: Tensor) -> Tensor:
     out_dtype = src.dtype if src.is_floating_point() else torch.float32
     x = (src[None] if single else src).double()
     y = (dst[None] if single else dst).to(x)
-    n = x.shape[1]
-    mu_x, mu_y = x.mean(dim=1), y.mean(dim=1)
+    w = point_weights(weights, x.shape[1]).to(x)
+    mu_x, mu_y = (w[:, None] * x).sum(dim=1), (w[:, None] * y).sum(dim=1)
     xc, yc = x - mu_x[:, None], y - mu_y[:, None]
-    var_x = xc.pow(2).sum(dim=(1, 2)) / n  # sigma_x^2, Eq. (36)
+    var_x = (w[:, None] * xc.pow(2)).sum(dim=(1, 2))  # sigma_x^2, Eq. (36)
     if bool((var_x <= 1e-12).any()):
-        raise ValueError("estimate_similarity: the source points of some item coincide; no transform exists")
-    sigma = yc.transpose(1, 2) @ xc / n  # Sigma_xy, Eq. (38)
+        raise ValueError("estimate_similarity: the (weighted) source points of some item coincide; no transform exists")
+    sigma = yc.transpose(1, 2) @ (w[:, None] * xc)  # Sigma_xy, Eq. (38)
     u, d, vh = torch.linalg.svd(sigma)
     sign = torch.sign(torch.linalg.det(u) * torch.linalg.det(vh))
     s = torch.ones_like(d)
@@ -110,8 +114,26 @@ def estimate_similarity(src: Tensor, dst: Tensor) -> Tensor:
     return matrix[0] if single else matrix
 
 
+def point_weights(weights: Sequence[float] | Tensor | None, n: int) -> Tensor:
+    """``n`` point weights normalised to sum 1 (equal when ``None``).
+
+    Raises:
+        ValueError: on a wrong count, a negative or non-finite weight, or an all-zero list.
+    """
+    if weights is None:
+        return torch.full((n,), 1.0 / n, dtype=torch.float64)
+    w = torch.as_tensor(weights, dtype=torch.float64).flatten()
+    if w.numel() != n or not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or float(w.sum()) <= 0:
+        raise ValueError(f"point weights must be {n} finite non-negative numbers, not all 0, got {w.tolist()}")
+    return w / w.sum()
+
+
 def align_faces(
-    images: Tensor, landmarks: Tensor, output_size: tuple[int, int] = (112, 112), template: Tensor | None = None
+    images: Tensor,
+    landmarks: Tensor,
+    output_size: tuple[int, int] = (112, 112),
+    template: Tensor | None = None,
+    weights: Sequence[float] | Tensor | None = None,
 ) -> Tensor:
     """Warp faces so their five landmarks land on the ArcFace template.
 
@@ -121,6 +143,7 @@ def align_faces(
             corners, subject's left first as in insightface's detectors' output order).
         output_size: ``(h, w)`` of the aligned crops.
         template: ``(5, 2)`` target points; default :func:`arcface_template` of ``output_size``.
+        weights: per-point weights of the fit (:func:`estimate_similarity`); ``None``: all equal.
 
     Returns:
         ``(B, 3, h, w)`` (or ``(3, h, w)``) aligned faces in the input dtype (``uint8`` rounded); pixels that
@@ -140,7 +163,7 @@ def align_faces(
     target = arcface_template(output_size) if template is None else torch.as_tensor(template, dtype=torch.float64)
     if target.shape != points.shape[1:]:
         raise ValueError(f"template has shape {tuple(target.shape)}, landmarks have {tuple(points.shape[1:])}")
-    matrix = estimate_similarity(points.double().cpu(), target.expand_as(points).cpu())
+    matrix = estimate_similarity(points.double().cpu(), target.expand_as(points).cpu(), weights)
     source = batch.float() if not batch.is_floating_point() else batch
     warped = warp_affine(
         source,
@@ -215,6 +238,7 @@ def align_folder(
     output_size: tuple[int, int] = (112, 112),
     overwrite: bool = False,
     quality: int = 95,
+    weights: Sequence[float] | None = None,
 ) -> dict[str, int]:
     """Align every image of ``src_dir`` that has landmarks into ``dst_dir``, mirroring the folder layout.
 
@@ -228,6 +252,7 @@ def align_folder(
         output_size: ``(h, w)`` of the aligned crops.
         overwrite: replace existing output files instead of raising.
         quality: JPEG quality.
+        weights: five point weights of the fit (:func:`estimate_similarity`); ``None``: all equal.
 
     Returns:
         ``{"aligned": written images, "missing_landmarks": images of src_dir without landmarks,
@@ -261,7 +286,9 @@ def align_folder(
             f"{len(existing)} output file(s) already exist, e.g. {existing[0]}; pass overwrite=True to replace them"
         )
     for image_path, out_path, points in jobs:
-        aligned = align_faces(decode_image_bytes(image_path.read_bytes()), points, output_size=output_size)
+        aligned = align_faces(
+            decode_image_bytes(image_path.read_bytes()), points, output_size=output_size, weights=weights
+        )
         out_path.parent.mkdir(parents=True, exist_ok=True)
         encoded = encode_png(aligned) if out_path.suffix.lower() == ".png" else encode_jpeg(aligned, quality=quality)
         out_path.write_bytes(encoded.numpy().tobytes())

@@ -18,6 +18,7 @@ import csv
 import importlib.util
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -359,6 +360,7 @@ def detect_align_folder(
     multi_face: MultiFace = "largest",
     overwrite: bool = False,
     quality: int = 95,
+    weights: Sequence[float] | None = None,
 ) -> dict[str, int]:
     """Detect, landmark and align every face photo of ``src_dir`` into an identity-folder tree in ``dst_dir``.
 
@@ -382,6 +384,9 @@ def detect_align_folder(
         multi_face: several faces in one photo: keep the ``"largest"``, ``"all"``, or ``"skip"`` the photo.
         overwrite: write into a non-empty ``dst_dir``, replacing files of the same name.
         quality: JPEG quality.
+        weights: five point weights of the similarity fit (:func:`~crossres.data.align.estimate_similarity`);
+            ``None`` (all equal) is insightface's alignment; ``[4, 4, 1, 1, 1]`` keeps the eyes within 2 px of the
+            template on a smiling face (the astronaut photo: 1.9 / 2.0 px instead of 3.1 / 3.3 px).
 
     Returns:
         ``{"images": photos found, "aligned_images": photos with at least one aligned face, "faces": crops
@@ -433,8 +438,8 @@ def detect_align_folder(
         aligned_images += 1
         for k, face in enumerate(kept):
             out_rel = relative if len(kept) == 1 else relative.with_name(f"{relative.stem}_{k}{relative.suffix}")
-            matrix = estimate_similarity(face.five, template)
-            crop = align_faces(image, face.five, output_size=output_size, template=template)
+            matrix = estimate_similarity(face.five, template, weights)
+            crop = align_faces(image, face.five, output_size=output_size, template=template, weights=weights)
             out_path = dst / out_rel
             out_path.parent.mkdir(parents=True, exist_ok=True)
             encoded = encode_png(crop) if out_path.suffix.lower() == ".png" else encode_jpeg(crop, quality=quality)

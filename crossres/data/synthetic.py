@@ -842,6 +842,9 @@ class SyntheticFaces(Dataset):
             hair style, beard), from 0 (everyone shares the typical one) to 1; it sets how much identity is left at
             very low resolution. Face geometry and fine detail are not affected. The default is calibrated
             (:data:`DEFAULT_DIVERSITY`).
+        cache: keep every rendered item in memory (per process: each DataLoader worker holds its own) and serve
+            later epochs from it; about 50 KB per 112x112 item with priors. Items are deterministic, so a cached item
+            equals a re-rendered one bit for bit.
 
     Raises:
         ValueError: on a non-positive count or size, a negative seed, offset or knob, or a diversity outside [0, 1].
@@ -861,6 +864,7 @@ class SyntheticFaces(Dataset):
         noise: float = 1.0,
         return_priors: bool = True,
         diversity: float = DEFAULT_DIVERSITY,
+        cache: bool = False,
     ) -> None:
         if num_identities < 1 or images_per_identity < 1:
             raise ValueError(
@@ -895,6 +899,8 @@ class SyntheticFaces(Dataset):
         self.noise = float(noise)
         self.return_priors = return_priors
         self.diversity = float(diversity)
+        self.cache = cache
+        self._cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     @property
     def num_classes(self) -> int:
@@ -926,23 +932,30 @@ class SyntheticFaces(Dataset):
         """
         if identity < 0 or index < 0:
             raise ValueError(f"identity and index must be >= 0, got {identity} and {index}")
-        rng = np.random.default_rng([self.seed, int(identity), int(index), _IMAGE_TAG])
-        image, landmarks, parsing = _render(
-            _identity(self.seed, int(identity), self.diversity),
-            rng,
-            self.image_size,
-            self.pose,
-            self.illumination,
-            self.expression,
-            self.clutter,
-            self.noise,
-        )
+        key = (int(identity), int(index))
+        cached = self._cache.get(key)
+        if cached is None:
+            rng = np.random.default_rng([self.seed, key[0], key[1], _IMAGE_TAG])
+            image, landmarks, parsing = _render(
+                _identity(self.seed, key[0], self.diversity),
+                rng,
+                self.image_size,
+                self.pose,
+                self.illumination,
+                self.expression,
+                self.clutter,
+                self.noise,
+            )
+            cached = (np.ascontiguousarray(image.transpose(2, 0, 1)), landmarks, parsing.astype(np.uint8))
+            if self.cache:
+                self._cache[key] = cached
+        image, landmarks, parsing = cached
         out: dict[str, Any] = {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-            "label": int(identity) - self.identity_offset,
+            "image": torch.from_numpy(image.copy() if self.cache else image),
+            "label": key[0] - self.identity_offset,
         }
         if self.return_priors:
-            out["landmarks"] = torch.from_numpy(landmarks)
+            out["landmarks"] = torch.from_numpy(landmarks.copy() if self.cache else landmarks)
             out["parsing"] = torch.from_numpy(parsing.astype(np.int64))
         return out
 
@@ -992,7 +1005,7 @@ def synthetic_pair_set(
     if num_pairs < 20:
         raise ValueError(f"num_pairs must be >= 20 (10 folds with both classes), got {num_pairs}")
     data = SyntheticFaces(
-        num_identities, images_per_identity, image_size, seed, identity_offset, return_priors=False, **nuisance
+        num_identities, images_per_identity, image_size, seed, identity_offset, return_priors=False, cache=False, **nuisance
     )
     images = [data[i]["image"] for i in range(len(data))]
     rng = np.random.default_rng([seed, identity_offset, num_identities, _PAIRS_TAG])
