@@ -18,8 +18,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Write a checkpoint to a temporary file beside it, flush it to disk, then rename it into place.
 
     A crash, a SIGKILL or a full disk while saving leaves the previous ``last.ckpt`` intact instead of a
-    truncated file that ``--ckpt_path last`` would pick up. Remote paths (``s3://`` …) fall back to
-    Lightning's writer.
+    truncated file that ``--ckpt_path last`` would pick up. The temporary file a killed writer left behind
+    (``.last.ckpt.<pid>.tmp``) is removed by the next successful save of the same checkpoint once no process of that
+    pid runs on this machine. Remote paths (``s3://`` …) fall back to Lightning's writer.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
@@ -37,6 +38,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+        _remove_stale_temporaries(path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    prefix = f".{path.name}."
+    for stale in path.parent.glob(f"{prefix}*.tmp"):
+        pid = stale.name[len(prefix) : -len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            stale.unlink(missing_ok=True)
 
 
 class ResumableCheckpoint(ModelCheckpoint):

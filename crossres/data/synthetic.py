@@ -1005,7 +1005,14 @@ def synthetic_pair_set(
     if num_pairs < 20:
         raise ValueError(f"num_pairs must be >= 20 (10 folds with both classes), got {num_pairs}")
     data = SyntheticFaces(
-        num_identities, images_per_identity, image_size, seed, identity_offset, return_priors=False, cache=False, **nuisance
+        num_identities,
+        images_per_identity,
+        image_size,
+        seed,
+        identity_offset,
+        return_priors=False,
+        cache=False,
+        **nuisance,
     )
     images = [data[i]["image"] for i in range(len(data))]
     rng = np.random.default_rng([seed, identity_offset, num_identities, _PAIRS_TAG])
