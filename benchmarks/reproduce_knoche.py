@@ -10,8 +10,8 @@ Expected shape: BT-M and ST-M1 beat the baseline at low resolutions (low_res, 5 
 model is best at the lowest resolutions; at high resolutions all are close.
 
 CPU budget: faces rendered once at 112 px (identity counts, pair count and nuisance from
-experiments/data/synthetic.yaml) into an identity folder; a width-8 iresnet18; 5 epochs each. Full mode: about
-20 minutes of one CPU core.
+experiments/data/synthetic.yaml) into an identity folder; a width-8 iresnet18 with the stride-2 stem of
+experiments/baseline.yaml; 5 epochs each. Duration: see experiments/README.md.
 
 Usage:
     python benchmarks/reproduce_knoche.py            # full
@@ -92,7 +92,7 @@ def main() -> None:
     seed = int(data.get("synthetic_seed", 0))
     model_args = {
         "backbone": "iresnet18",
-        "backbone_kwargs": {"width": 8},
+        "backbone_kwargs": {"width": 8, "stem_stride": 2},  # as experiments/baseline.yaml
         "embedding_size": 128,
         "head": "arcface",
         "scale": 32.0,
