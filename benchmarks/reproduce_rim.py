@@ -14,7 +14,7 @@ One run, fixed seed, 8x super-resolution (64 px HR faces, 8 px probes; the 112 p
 (d), (e), (f) come from one RIM training (``eval_mode``). PSNR/SSIM of RIM's SR faces and of the bicubic probes against
 the HR faces are measured on the test pairs. The SR grid is written to ``docs/img/rim_sr_grid.png``.
 
-    python benchmarks/reproduce_rim.py            # full (about 20 min on 2 CPU cores)
+    python benchmarks/reproduce_rim.py            # full (measured: 117 min on 2 shared CPU cores, 115 min CPU)
     python benchmarks/reproduce_rim.py --quick    # smoke run (about 2 min)
 """
 
@@ -180,7 +180,9 @@ def main() -> None:
         rim.eval_mode = mode
         results[mode] = _test(rim, data, quick)
     rim.eval_mode = "rim"
-    torch.save({"state_dict": rim.state_dict(), "hyper_parameters": dict(rim.hparams)}, args.out / "rim.ckpt")
+    checkpoint = {"state_dict": rim.state_dict(), "hyper_parameters": dict(rim.hparams)}
+    checkpoint["pytorch-lightning_version"] = pl.__version__  # RIM.load_from_checkpoint reads it
+    torch.save(checkpoint, args.out / "rim.ckpt")
 
     key = f"test_acc_synthetic_hr_lr_{LR}px"
     hr_hr = "test_acc_synthetic_hr_hr"

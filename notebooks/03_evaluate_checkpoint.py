@@ -117,7 +117,8 @@ else:
     ).fit(model, train_data)
     CHECKPOINT = str(WORKDIR / "baseline.ckpt")
     model.trainer.save_checkpoint(CHECKPOINT)
-    model = load_method(CHECKPOINT)
+    # A checkpoint saved by a Trainer in a notebook does not name its class (only `crossres fit` adds it).
+    model = Baseline.load_from_checkpoint(CHECKPOINT, map_location="cpu", weights_only=True).eval()
 method_name = type(model).__name__
 hr_size = tuple(model.image_size)
 print(f"{method_name} on {hr_size[0]}x{hr_size[1]} faces, from {CHECKPOINT or BACKBONE_PTH}")
