@@ -75,17 +75,18 @@ EYE_WEIGHTS = (4.0, 4.0, 1.0, 1.0, 1.0)
 
 
 def load_sr_model(path: Path, method: str) -> Any:
-    from crossres.methods import RIM, IPUNet
+    from crossres.methods import RIM, IPUNet, load_method
 
     if method == "auto":
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        class_path = str(checkpoint.get("hyper_parameters", {}).get("_class_path", ""))
-        if class_path:
-            method = class_path.rsplit(".", 1)[-1]
+        try:
+            model = load_method(path)  # checkpoints of `crossres fit` name their class
+        except ValueError:
+            state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+            method = "RIM" if any(k.startswith("fhn.") for k in state) else "IPUNet"
         else:
-            method = "RIM" if any(k.startswith("fhn.") for k in checkpoint["state_dict"]) else "IPUNet"
-        if method not in ("RIM", "IPUNet"):
-            raise SystemExit(f"--checkpoint {path} holds a {method}; the SR curve needs a RIM or IPUNet checkpoint")
+            if not isinstance(model, (RIM, IPUNet)):
+                raise SystemExit(f"--checkpoint {path} holds a {type(model).__name__}; needs RIM or IPUNet")
+            return model, type(model).__name__
     cls = RIM if method == "RIM" else IPUNet
     return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True).eval(), method
 
