@@ -77,3 +77,11 @@ def test_flip_keeps_landmarks_and_parsing_consistent() -> None:
         eye = item["landmarks"][36:42].mean(0).round().long()
         assert item["parsing"][eye[1], eye[0]] == 5
     assert set(default_collate([a, b])) == {"image", "label", "landmarks", "parsing"}
+
+
+def test_synthetic_pair_identities_sets_the_pair_set_size() -> None:
+    dm = _dm(synthetic_pairs=40, synthetic_pair_identities=20)
+    pair_set = dm.pair_set("synthetic").pair_set
+    assert len(pair_set.images) == 20 * 4 and len(pair_set) == 40
+    positives = {tuple(p) for p, same in zip(pair_set.pairs.tolist(), pair_set.issame.tolist(), strict=True) if same}
+    assert len(positives) == 20  # distinct: 20 identities hold 120 positive pairs

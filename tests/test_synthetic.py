@@ -1,4 +1,5 @@
 import multiprocessing
+import warnings
 
 import numpy as np
 import pytest
@@ -180,3 +181,15 @@ def test_pair_set_defaults_and_errors():
     assert len(small) == 40 and int(small.issame.sum()) == 20
     for fold in range(10):
         assert 0 < int(small.issame[fold * 4 : (fold + 1) * 4].sum()) < 4
+
+
+def test_pair_set_warns_when_positive_pairs_repeat():
+    with pytest.warns(UserWarning, match="synthetic_pair_identities"):
+        repeated = synthetic_pair_set(num_identities=10, images_per_identity=2, num_pairs=40, image_size=16)
+    positives = [tuple(p) for p, same in zip(repeated.pairs.tolist(), repeated.issame.tolist(), strict=True) if same]
+    assert len(set(positives)) < len(positives)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        distinct = synthetic_pair_set(num_identities=20, images_per_identity=2, num_pairs=40, image_size=16)
+    positives = [tuple(p) for p, same in zip(distinct.pairs.tolist(), distinct.issame.tolist(), strict=True) if same]
+    assert len(set(positives)) == len(positives) == 20

@@ -142,6 +142,9 @@ class FaceDataModule(pl.LightningDataModule):
             metric keys is the file stem.
         test_sets: pair sets for ``test``; ``None`` uses ``val_sets``.
         synthetic_pairs: pairs of a synthetic pair set (half positive).
+        synthetic_pair_identities: identities of a synthetic pair set (4 images each, disjoint from training). Each
+            identity gives 6 distinct positive pairs: beyond ``3 * synthetic_pair_identities`` pairs the positives
+            repeat (a warning says so), so raise both together for a tighter estimate (e.g. 6000 and 1000).
         protocols: LR sizes at which every pair set is evaluated: ints (``14`` -> 14 px), ``"16x12"``, or
             Knoche protocol names (``low_res_focus``, ``mid_res_focus``, ``high_res_focus``, ``avg_sizes``).
         protocol_dir: root of the Knoche protocol CSVs (``<protocol_dir>/LFW/low_res_focus.csv``); without
@@ -193,6 +196,7 @@ class FaceDataModule(pl.LightningDataModule):
         val_sets: list[str] | None = None,
         test_sets: list[str] | None = None,
         synthetic_pairs: int = 600,
+        synthetic_pair_identities: int = 50,
         protocols: list[int | str] | None = None,
         protocol_dir: str | None = None,
         lr_policy: Literal["fixed", "choice", "range"] = "choice",
@@ -319,6 +323,7 @@ class FaceDataModule(pl.LightningDataModule):
             return synthetic_pair_set(
                 name="synthetic",
                 num_pairs=self.hparams["synthetic_pairs"],
+                num_identities=self.hparams["synthetic_pair_identities"],
                 image_size=self.image_size,
                 seed=self.hparams["synthetic_seed"] + 1,
                 **_nuisance(self.hparams["synthetic_difficulty"], self.hparams["synthetic_diversity"]),

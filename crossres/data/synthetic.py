@@ -23,6 +23,7 @@ rasterised from the same polygons plus the identity's hair.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -1023,10 +1024,12 @@ def synthetic_pair_set(
     m = images_per_identity
     pairs: list[tuple[int, int]] = []
     issame: list[bool] = []
+    repeated = False
     for fold in range(folds):
         group = groups[fold % len(groups)]
         candidates = [(g * m + a, g * m + b) for g in group for a in range(m) for b in range(a + 1, m)]
         order = rng.permutation(len(candidates))
+        repeated = repeated or positives_per_fold[fold] > len(candidates)
         for j in range(positives_per_fold[fold]):
             pairs.append(candidates[order[j % len(candidates)]])
             issame.append(True)
@@ -1036,4 +1039,12 @@ def synthetic_pair_set(
             gb = int(rng.choice(others))
             pairs.append((ga * m + int(rng.integers(m)), gb * m + int(rng.integers(m))))
             issame.append(False)
+    if repeated:
+        warnings.warn(
+            f"synthetic pair set {name!r}: {num_pairs} pairs from {num_identities} identities x {images_per_identity} "
+            "images repeat positive pairs (each fold draws them within its tenth of the identities), so the accuracy "
+            "is no more precise than with fewer pairs; raise the identities (data.synthetic_pair_identities: 6 "
+            "distinct positive pairs per identity at 4 images)",
+            stacklevel=2,
+        )
     return PairSet(name=name, images=images, pairs=torch.tensor(pairs), issame=torch.tensor(issame))
