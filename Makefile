@@ -36,7 +36,7 @@ test-all: $(STAMP)  ## Run every test, slow ones included.
 notebooks: $(STAMP)  ## Execute notebooks/NN_*.py (tiny settings) into the .ipynb beside them.
 	$(BIN)/python docs/scripts/execute_notebooks.py
 
-compare: $(STAMP)  ## Train + test every method with one budget (hours on CPU); COMPARE_ARGS="--budget 8 ...".
+compare: $(STAMP)  ## Train + test every method with one budget (--budget 3: 1 h on 2 CPU cores); COMPARE_ARGS="--budget 8 ...".
 	$(BIN)/python benchmarks/compare_methods.py $(COMPARE_ARGS)
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy on the package.
