@@ -13,7 +13,8 @@ pair count and nuisance from experiments/data/synthetic.yaml), and every size is
 4/6/8/10 px stand for the paper's 8/12/16/20 px, the trunk's LR views are 20x20 and 3x3 for 40x40 and 6x6. The
 trunk is the paper's architecture at width 8 (channels 8-128) with a 128-d feature, trained with AdamW (lr 1e-3;
 the BatchNorm-free trunk learns far more slowly with the paper's momentum SGD in a CPU budget).
-Full mode: 20 min of CPU (measured: 48 min wall with --threads 1 on a machine shared with three jobs).
+Full mode: 20 min of CPU (measured: 48 min wall with --threads 1 on a machine shared with three jobs);
+``--size 112`` (the paper's sizes): 7,228 s of CPU, 1 h 04 min wall with --threads 2 on a quiet machine.
 
 Usage:
     python benchmarks/reproduce_dcr.py            # full
