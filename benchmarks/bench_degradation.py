@@ -9,9 +9,12 @@ antialiased bicubic, grouped by unique size). Both run here on the same faces (r
 * CPU: milliseconds per batch of each, and the speed-up (goal: >= 5x on the 2-core CPU). crossres is also timed
   with one torch thread, so the gain from batching is told apart from the gain from a second core. The PIL loop
   is timed from the decoded uint8 images to the degraded uint8 images (no ``ToTensor``, no collation: the most
-  favourable reading for the loop).
+  favourable reading for the loop). The variants are timed in rounds, each round calling every one once in turn,
+  so that a drift of the machine's speed reaches all of them alike.
 * crossres on uint8 (``degrade`` of the uint8 batch: torch's uint8 antialiased kernels, rounded after each step
-  as PIL does), timed the same way as the loop, uint8 in and uint8 out.
+  as PIL does), timed the same way as the loop, uint8 in and uint8 out. Its input is the loop's decoded HWC images
+  stacked, viewed as ``(B, C, H, W)`` (channels-last memory, no copy: the layout a collate of decoded images
+  gives), on which torch's kernels are vectorised; a row with the batch in the default NCHW layout follows.
 * The floor of the float path: converting the uint8 batch to float (``to_float``) alone, which any pipeline that
   feeds a network pays once.
 * Agreement: mean absolute difference of each result and the PIL loop's in grey levels (``/255``); the ``"pil"``
@@ -20,8 +23,8 @@ antialiased bicubic, grouped by unique size). Both run here on the same faces (r
   training step of iresnet50 + ArcFace at the same batch size, in fp32 and under bf16 autocast (goal: < 2 %).
 
 Usage:
-    python benchmarks/bench_degradation.py                        # full: 256 x 3 x 112 x 112 (about a minute)
-    python benchmarks/bench_degradation.py --quick                # smoke run: 32 faces, 2 repeats
+    python benchmarks/bench_degradation.py                        # full: 256 x 3 x 112 x 112 (about 15 s)
+    python benchmarks/bench_degradation.py --quick                # smoke run: 32 faces, 2 rounds
     python benchmarks/bench_degradation.py --out runs/bench/degradation.json
 """
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -74,6 +78,20 @@ def crossres_batched(images: Tensor, lr_size: Tensor) -> Tensor:
     return degrade(to_float(images), lr_size, backend="pil")
 
 
+def interleaved(fns: dict[str, Any], repeats: int) -> dict[str, list[float]]:
+    """Seconds of ``repeats`` rounds of CPU calls, each round calling every function once in turn (after one
+    untimed round)."""
+    for fn in fns.values():
+        fn()
+    seconds: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
 def with_threads(threads: int, fn: Any) -> Any:
     """Run ``fn()`` with ``threads`` torch intra-op threads, restoring the previous setting."""
     previous = torch.get_num_threads()
@@ -106,10 +124,10 @@ def train_step_ms(batch: int, image_size: int, num_classes: int, bf16: bool, rep
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 32 faces, 2 repeats")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 32 faces, 2 rounds")
     parser.add_argument("--batch", type=int, default=256, help="faces per batch (quick: 32)")
     parser.add_argument("--image-size", type=int, default=112)
-    parser.add_argument("--repeats", type=int, default=10, help="timed repeats per variant (quick: 2)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed rounds of every variant (quick: 2)")
     parser.add_argument("--num-classes", type=int, default=10572, help="ArcFace classes of the GPU training step")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
@@ -121,20 +139,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sides = draw_sides(args.batch, args.seed)
     lr_size = torch.stack([sides, sides], dim=1)
     images_hwc = [np.ascontiguousarray(image.permute(1, 2, 0).numpy()) for image in images]
+    decoded = torch.from_numpy(np.stack(images_hwc)).permute(0, 3, 1, 2)  # channels-last view of the same bytes
     threads = torch.get_num_threads()
     shape = f"{args.batch}x3x{args.image_size}x{args.image_size}"
     print(f"batch {shape}, per-sample sizes from {SIZES}, {threads} torch thread(s), {args.repeats} repeats")
 
-    pil_s = time_calls(lambda: pil_loop(images_hwc, sides.tolist()), args.repeats, CPU)
-    torch_s = time_calls(lambda: crossres_batched(images, lr_size), args.repeats, CPU)
-    one_thread_s = with_threads(1, lambda: time_calls(lambda: crossres_batched(images, lr_size), args.repeats, CPU))
-    uint8_s = time_calls(lambda: degrade(images, lr_size), args.repeats, CPU)
-    uint8_one_s = with_threads(1, lambda: time_calls(lambda: degrade(images, lr_size), args.repeats, CPU))
-    convert_s = time_calls(lambda: to_float(images), args.repeats, CPU)
+    # Every CPU variant is timed once per round, in turn, so that all of them see the same state of the machine
+    # (its speed drifts by a third from minute to minute here, benchmarks/README.md).
+    timed = interleaved(
+        {
+            "pil": lambda: pil_loop(images_hwc, sides.tolist()),
+            "crossres": lambda: crossres_batched(images, lr_size),
+            "crossres_1_thread": lambda: with_threads(1, lambda: crossres_batched(images, lr_size)),
+            "crossres_uint8": lambda: degrade(decoded, lr_size),
+            "crossres_uint8_1_thread": lambda: with_threads(1, lambda: degrade(decoded, lr_size)),
+            "crossres_uint8_nchw": lambda: degrade(images, lr_size),
+            "to_float": lambda: to_float(images),
+        },
+        args.repeats,
+    )
+    pil_s, torch_s, one_thread_s = timed["pil"], timed["crossres"], timed["crossres_1_thread"]
+    uint8_s, uint8_one_s, uint8_nchw_s = (
+        timed["crossres_uint8"],
+        timed["crossres_uint8_1_thread"],
+        timed["crossres_uint8_nchw"],
+    )
+    convert_s = timed["to_float"]
     reference = torch.from_numpy(np.stack(pil_loop(images_hwc, sides.tolist()))).permute(0, 3, 1, 2)
     ours = to_uint8(crossres_batched(images, lr_size))
     mae = float((ours.float() - reference.float()).abs().mean())
-    ours_uint8 = degrade(images, lr_size)
+    ours_uint8 = degrade(decoded, lr_size)
+    assert torch.equal(ours_uint8, degrade(images, lr_size)), "the layout must not change the result"
     mae_uint8 = float((ours_uint8.float() - reference.float()).abs().mean())
     max_uint8 = int((ours_uint8.int() - reference.int()).abs().max())
 
@@ -154,8 +189,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         row("PIL per-image loop (seeds)", "cpu", 1, pil_s),
         row("crossres degrade, batched", "cpu", threads, torch_s),
         row("crossres degrade, batched", "cpu", 1, one_thread_s),
-        row("crossres degrade, uint8 batch", "cpu", threads, uint8_s),
-        row("crossres degrade, uint8 batch", "cpu", 1, uint8_one_s),
+        row("crossres degrade, uint8 batch (decoded, channels-last)", "cpu", threads, uint8_s),
+        row("crossres degrade, uint8 batch (decoded, channels-last)", "cpu", 1, uint8_one_s),
+        row("crossres degrade, uint8 batch (NCHW contiguous)", "cpu", threads, uint8_nchw_s),
         row("to_float of the batch alone (floor)", "cpu", threads, convert_s),
     ]
 
@@ -217,6 +253,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "crossres_1_thread": one_thread_s,
             "crossres_uint8": uint8_s,
             "crossres_uint8_1_thread": uint8_one_s,
+            "crossres_uint8_nchw": uint8_nchw_s,
             "to_float": convert_s,
         },
     }

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import Tensor
 
 from crossres.transforms import (
     BatchDegradation,
@@ -102,6 +103,44 @@ def test_degrade_uint8_per_sample_sizes_match_single_size_calls() -> None:
     assert torch.equal(out[1], images[1])  # HR samples are copied bit for bit
     small = degrade(images, 14, out_size=(14, 12))
     assert small.dtype == torch.uint8 and small.shape == (5, 3, 14, 12)
+
+
+def _mixed_uint8_batch() -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (24, 3, 112, 96), dtype=torch.uint8, generator=generator)
+    sizes = torch.tensor([[7, 6], [14, 12], [28, 24], [56, 48], [112, 96]])[
+        torch.randint(0, 5, (24,), generator=generator)
+    ]
+    return images, sizes
+
+
+def test_degrade_uint8_channels_last_keeps_its_layout_and_values() -> None:
+    images, sizes = _mixed_uint8_batch()
+    # decoded HWC images stacked and viewed as NCHW: channels-last memory, no copy
+    hwc = images.permute(0, 2, 3, 1).contiguous()
+    decoded = hwc.permute(0, 3, 1, 2)
+    out = degrade(decoded, sizes)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, degrade(images, sizes))
+    for i, (h, w) in enumerate(sizes.tolist()):
+        assert torch.equal(out[i : i + 1], degrade(images[i : i + 1], (h, w)))
+
+
+def test_degrade_uint8_groups_in_parallel_equal_serial(monkeypatch: pytest.MonkeyPatch) -> None:
+    images, sizes = _mixed_uint8_batch()
+    parallel = degrade(images, sizes)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert torch.equal(parallel, degrade(images, sizes))
+
+
+def test_degrade_uint8_groups_in_parallel_keep_the_callers_inference_mode() -> None:
+    # grad and inference mode are thread-local; the pool threads must take the caller's
+    images, sizes = _mixed_uint8_batch()
+    expected = degrade(images, sizes)
+    with torch.inference_mode():
+        out = degrade(images.clone(), sizes)
+        assert out.is_inference()
+    assert torch.equal(out, expected)
 
 
 def test_degrade_removes_detail_monotonically(photo: Image.Image) -> None:
@@ -488,3 +527,38 @@ def test_batch_degradation_checks_the_hr_size() -> None:
         BatchDegradation(ResolutionSampler(hr_size=(112, 96)))(torch.rand(2, 3, 112, 112))
     with pytest.raises(ValueError, match="flip_prob"):
         BatchDegradation(flip_prob=-1.0)
+
+
+def test_degrade_thread_pool_is_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crossres.transforms import functional
+
+    pool = functional._thread_pool(2)
+    assert functional._thread_pool(2) is pool
+    monkeypatch.setattr(functional.os, "getpid", lambda: -1)  # as in a forked DataLoader worker
+    assert functional._thread_pool(2) is not pool
+
+
+def test_degrade_per_sample_sizes_carry_gradients() -> None:
+    x = torch.rand(4, 3, 32, 32, dtype=torch.float64, requires_grad=True)
+    sizes = torch.tensor([[8, 8], [16, 16], [8, 8], [32, 32]])
+    degrade(x, sizes).sum().backward()
+    assert x.grad is not None
+    expected = torch.zeros_like(x)
+    for i, (h, w) in enumerate(sizes.tolist()):
+        single = x.detach()[i : i + 1].clone().requires_grad_(True)
+        degrade(single, (h, w)).sum().backward()
+        expected[i] = single.grad[0]
+    torch.testing.assert_close(x.grad, expected)
+
+
+def test_degrade_pool_threads_run_one_openmp_thread_and_leave_the_process_setting() -> None:
+    from crossres.transforms import functional
+
+    before = torch.get_num_threads()
+    images, sizes = _mixed_uint8_batch()
+    degrade(images, sizes)
+    assert torch.get_num_threads() == before
+    if functional._libgomp() is None:
+        pytest.skip("torch's OpenMP runtime is not a loaded libgomp here")
+    pool = functional._thread_pool(2)
+    assert set(pool.map(lambda _: torch.get_num_threads(), range(4))) == {1}
