@@ -17,6 +17,10 @@ the HR faces are measured on the test pairs. The SR grid is written to ``docs/im
     python benchmarks/reproduce_rim.py            # full (measured: 117 min on 2 shared CPU cores, 115 min CPU)
     python benchmarks/reproduce_rim.py --quick    # smoke run (about 2 min)
     python benchmarks/reproduce_rim.py --reevaluate --pairs 6000 --pair-identities 1000
+    python benchmarks/reproduce_rim.py --probe 16 --out runs/reproduce_rim_16px --grid runs/reproduce_rim_16px/grid.png
+
+``--probe`` moves the operating point (16 px: 4x, where the teacher keeps more of the identity on the bicubic
+probe, as the paper's teacher does at 28 px of 224; pass the same ``--probe`` and ``--out`` to ``--reevaluate``).
 
 ``--reevaluate`` trains nothing: it loads the run's ``rim.ckpt`` (and the teacher it names) and measures (a), (d),
 (e), (f), (g) again on a larger synthetic pair set, with a paired bootstrap of (f) - (e) and (d) - (a) over pairs
@@ -45,16 +49,19 @@ from crossres.transforms.functional import degrade
 
 REPO = Path(__file__).resolve().parents[1]
 HR, LR = 64, 8  # 8x, as the paper (224 -> 28)
-#: experiments/data/synthetic.yaml at 64 px with 8 px probes, for training and test.
-DATA: dict[str, Any] = {
-    "image_size": (HR, HR),
-    "protocols": [LR],
-    "lr_policy": "fixed",
-    "lr_sizes": [LR],
-    "batch_size": 32,
-    "eval_batch_size": 100,
-    "num_workers": 0,
-}
+
+
+def data_kwargs(probe: int = LR) -> dict[str, Any]:
+    """experiments/data/synthetic.yaml at 64 px with ``probe`` px probes, for training and test."""
+    return {
+        "image_size": (HR, HR),
+        "protocols": [probe],
+        "lr_policy": "fixed",
+        "lr_sizes": [probe],
+        "batch_size": 32,
+        "eval_batch_size": 100,
+        "num_workers": 0,
+    }
 
 
 class _Cached(Dataset):
@@ -115,13 +122,13 @@ def _fit(model: pl.LightningModule, data: FaceDataModule, epochs: int, quick: bo
     return elapsed
 
 
-def _hr_lr_acc(scores: dict[str, torch.Tensor], index: torch.Tensor) -> float:
+def _hr_lr_acc(scores: dict[str, torch.Tensor], index: torch.Tensor, probe: int) -> float:
     """HR-LR accuracy as crossres reports it (both pair orders averaged) on the pairs ``index``."""
     from crossres.metrics.verification import verification_metrics
 
     accs = []
     for order in ("hr_lr", "lr_hr"):
-        key = f"synthetic__{order}__{LR}px"
+        key = f"synthetic__{order}__{probe}px"
         accs.append(verification_metrics(scores[f"{key}__scores"][index], scores[f"{key}__issame"][index])["acc"])
     return float(sum(accs) / 2)
 
@@ -138,7 +145,7 @@ def _fold_bootstrap(num_pairs: int, rounds: int, seed: int) -> list[torch.Tensor
 
 
 @torch.no_grad()
-def residual_energy(rim: RIM, hr: torch.Tensor) -> list[str]:
+def residual_energy(rim: RIM, hr: torch.Tensor, probe: int) -> list[str]:
     """Eq. (12) on test faces, per block k: how much of the residual ``f_T^k - f_S^k`` the assistant explains.
 
     Rows of a Markdown table: mean squared norms of ``f_T^k``, the residual, what is left of it after ``f_A^k``,
@@ -148,7 +155,7 @@ def residual_energy(rim: RIM, hr: torch.Tensor) -> list[str]:
     assert rim.fhn is not None and rim.assistant is not None
     was_training = rim.training
     rim.eval()
-    sr = rim.super_resolve(degrade(hr, LR)).sr
+    sr = rim.super_resolve(degrade(hr, probe)).sr
     teacher, student, assistant = rim.teacher(hr), rim.student(sr), rim.assistant(sr)
     rim.train(was_training)
 
@@ -181,10 +188,10 @@ def reevaluate(args: argparse.Namespace) -> None:
         images_per_identity=30,
         synthetic_pairs=args.pairs,
         synthetic_pair_identities=args.pair_identities,
-        **DATA,
+        **data_kwargs(args.probe),
     )
     data.setup("test")
-    key = f"test_acc_synthetic_hr_lr_{LR}px"
+    key = f"test_acc_synthetic_hr_lr_{args.probe}px"
     accs: dict[str, float] = {}
     scores: dict[str, dict[str, torch.Tensor]] = {}
     for mode in ("teacher", "fhn_teacher", "fhn_student", "rim"):
@@ -198,8 +205,8 @@ def reevaluate(args: argparse.Namespace) -> None:
     samples = _fold_bootstrap(args.pairs, args.bootstrap, seed=0)
     lines = [
         f"RIM Table 1 rows re-evaluated on {args.pairs} synthetic pairs of {args.pair_identities} unseen identities "
-        f"({HR} px HR, {LR} px probes; {args.out / 'rim.ckpt'}), 10-fold accuracy %, paired bootstrap over pairs "
-        f"resampled within folds ({args.bootstrap} rounds, 95 % percentile interval):",
+        f"({HR} px HR, {args.probe} px probes; {args.out / 'rim.ckpt'}), 10-fold accuracy %, "
+        f"paired bootstrap over pairs resampled within folds ({args.bootstrap} rounds, 95 % percentile interval):",
         "",
         "| | networks | acc % |",
         "|---|---|---|",
@@ -213,8 +220,10 @@ def reevaluate(args: argparse.Namespace) -> None:
         "|---|---|---|",
     ]
     for label, better, worse in (("(f) - (e)", "rim", "fhn_student"), ("(d) - (a)", "fhn_teacher", "teacher")):
-        point = _hr_lr_acc(scores[better], full) - _hr_lr_acc(scores[worse], full)
-        diffs = sorted(_hr_lr_acc(scores[better], i) - _hr_lr_acc(scores[worse], i) for i in samples)
+        point = _hr_lr_acc(scores[better], full, args.probe) - _hr_lr_acc(scores[worse], full, args.probe)
+        diffs = sorted(
+            _hr_lr_acc(scores[better], i, args.probe) - _hr_lr_acc(scores[worse], i, args.probe) for i in samples
+        )
         low, high = diffs[int(0.025 * len(diffs))], diffs[int(0.975 * len(diffs)) - 1]
         lines.append(f"| {label} | {100 * point:+.2f} | [{100 * low:+.2f}, {100 * high:+.2f}] |")
     faces = data.pair_set("synthetic").pair_set.images[:400]
@@ -222,7 +231,7 @@ def reevaluate(args: argparse.Namespace) -> None:
         "",
         f"Eq. (12) on {len(faces)} test faces (the assistant's share of the residual at each block):",
         "",
-        *residual_energy(rim, torch.stack(faces).float() / 255),
+        *residual_energy(rim, torch.stack(faces).float() / 255, args.probe),
         "",
         f"Wall time: {time.time() - started:.0f} s (torch threads: {torch.get_num_threads()})",
     ]
@@ -240,6 +249,7 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=8)
     parser.add_argument("--student-epochs", type=int, default=6)
     parser.add_argument("--rim-epochs", type=int, default=6)
+    parser.add_argument("--probe", type=int, default=LR, help="probe side in px on the 64 px faces (default 8: 8x)")
     parser.add_argument("--reevaluate", action="store_true", help="evaluate the run in --out again; train nothing")
     parser.add_argument("--pairs", type=int, default=6000, help="--reevaluate: synthetic test pairs")
     parser.add_argument("--pair-identities", type=int, default=1000, help="--reevaluate: identities of those pairs")
@@ -259,7 +269,7 @@ def main() -> None:
         num_identities=10 if quick else 100,
         images_per_identity=6 if quick else 30,
         synthetic_pairs=40 if quick else 600,
-        **DATA,
+        **data_kwargs(args.probe),
     )
     data.setup("fit")
     epochs_t, epochs_s, epochs_r = (1, 1, 1) if quick else (args.teacher_epochs, args.student_epochs, args.rim_epochs)
@@ -298,7 +308,7 @@ def main() -> None:
         "assistant_backbone": "iresnet34",
         "assistant_backbone_kwargs": {"width": 8},
         "heatmap_sigma": 1.5,
-        "quality_lr_sizes": [LR],
+        "quality_lr_sizes": [args.probe],
     }
     # (c) distillation without FHN: the student learns Eq. (11) on the bicubic probe.
     distilled = RIM(**hrn, use_fhn=False, use_assistant=False)
@@ -318,7 +328,7 @@ def main() -> None:
     checkpoint["pytorch-lightning_version"] = pl.__version__  # RIM.load_from_checkpoint reads it
     torch.save(checkpoint, args.out / "rim.ckpt")
 
-    key = f"test_acc_synthetic_hr_lr_{LR}px"
+    key = f"test_acc_synthetic_hr_lr_{args.probe}px"
     hr_hr = "test_acc_synthetic_hr_hr"
     rows = [
         ("(a)", "HR-LR", "teacher (iresnet18-w16) on the bicubic probe", result_a[key]),
@@ -329,10 +339,10 @@ def main() -> None:
         ("(f)", "HR-LR", "FHN + student + assistant (RIM)", results["rim"][key]),
         ("(g)", "HR-HR", "teacher on HR faces", result_a[hr_hr]),
     ]
-    quality = results["rim"]
+    quality, p = results["rim"], args.probe
     lines = [
-        f"Table 1 shape on SyntheticFaces, {HR} px HR, {LR} px probes (8x), 10-fold verification accuracy, "
-        f"{data.hparams['synthetic_pairs']} test pairs:",
+        f"Table 1 shape on SyntheticFaces, {HR} px HR, {args.probe} px probes ({HR / args.probe:g}x), "
+        f"10-fold verification accuracy, {data.hparams['synthetic_pairs']} test pairs:",
         "",
         "| | gallery-probe | networks | acc % |",
         "|---|---|---|---|",
@@ -342,15 +352,15 @@ def main() -> None:
         "",
         "| | bicubic | RIM SR |",
         "|---|---|---|",
-        f"| PSNR dB | {quality[f'test_psnr_bicubic_{LR}px']:.2f} | {quality[f'test_psnr_sr_{LR}px']:.2f} |",
-        f"| SSIM | {quality[f'test_ssim_bicubic_{LR}px']:.3f} | {quality[f'test_ssim_sr_{LR}px']:.3f} |",
+        f"| PSNR dB | {quality[f'test_psnr_bicubic_{p}px']:.2f} | {quality[f'test_psnr_sr_{p}px']:.2f} |",
+        f"| SSIM | {quality[f'test_ssim_bicubic_{p}px']:.3f} | {quality[f'test_ssim_sr_{p}px']:.3f} |",
         "",
         "Training time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
     ]
     # The SR grid: test faces not seen in training.
     pairs = data.pair_set("synthetic")
     hr_faces = torch.stack([pairs.pair_set.images[int(i)] for i in pairs.pair_set.pairs[:6, 0]]).float() / 255
-    rim_sr_grid(rim, hr_faces, LR, path=args.grid)
+    rim_sr_grid(rim, hr_faces, args.probe, path=args.grid)
     lines.append(f"SR grid: {args.grid}")
     lines.append(f"Total wall time: {time.time() - started:.0f} s (torch threads: {torch.get_num_threads()})")
     text = "\n".join(lines)
@@ -361,8 +371,8 @@ def main() -> None:
     checks = {
         "(f) > (e)": rows[5][3] > rows[4][3],
         "(d) within 3 points of (g)": rows[6][3] - rows[3][3] <= 0.03,
-        "RIM PSNR > bicubic": quality[f"test_psnr_sr_{LR}px"] > quality[f"test_psnr_bicubic_{LR}px"],
-        "RIM SSIM > bicubic": quality[f"test_ssim_sr_{LR}px"] > quality[f"test_ssim_bicubic_{LR}px"],
+        "RIM PSNR > bicubic": quality[f"test_psnr_sr_{args.probe}px"] > quality[f"test_psnr_bicubic_{args.probe}px"],
+        "RIM SSIM > bicubic": quality[f"test_ssim_sr_{args.probe}px"] > quality[f"test_ssim_bicubic_{args.probe}px"],
     }
     for check, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {check}")
