@@ -1,4 +1,5 @@
-"""Helpers shared by the ``bench_*.py`` scripts: the machine they ran on, timing, tables, JSON results.
+"""Helpers shared by the ``bench_*.py`` and ``reproduce_*.py`` scripts: the machine they ran on, timing, tables, JSON
+results, paired bootstrap intervals of accuracy differences.
 
 Not a benchmark itself; the scripts import it as ``common`` (``python benchmarks/bench_x.py`` puts ``benchmarks/`` on
 ``sys.path``).
@@ -6,6 +7,7 @@ Not a benchmark itself; the scripts import it as ``common`` (``python benchmarks
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -95,3 +97,58 @@ def write_json(path: str | Path | None, payload: dict[str, Any]) -> None:
     payload = {"command": " ".join([Path(sys.executable).name, *sys.argv])} | payload
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print(f"results written to {path}")
+
+
+def hr_lr_acc(scores: dict[str, torch.Tensor], index: torch.Tensor, probe: int, pair_set: str = "synthetic") -> float:
+    """HR-LR accuracy as crossres reports it (both pair orders averaged) on the pairs ``index`` of ``scores``.
+
+    Args:
+        scores: a method's ``eval_scores[split]`` (``<set>__<order>__<probe>px__scores`` / ``__issame`` tensors).
+        index: pair indices (a bootstrap sample, or all pairs).
+        probe: probe side in px.
+        pair_set: the pair set's name.
+    """
+    from crossres.metrics.verification import verification_metrics
+
+    accs = []
+    for order in ("hr_lr", "lr_hr"):
+        key = f"{pair_set}__{order}__{probe}px"
+        accs.append(verification_metrics(scores[f"{key}__scores"][index], scores[f"{key}__issame"][index])["acc"])
+    return float(sum(accs) / 2)
+
+
+def fold_bootstrap(num_pairs: int, rounds: int, seed: int = 0) -> list[torch.Tensor]:
+    """Pair indices resampled with replacement within each of the 10 contiguous folds (the folds stay folds).
+
+    Args:
+        num_pairs: pairs in the set.
+        rounds: bootstrap samples.
+        seed: generator seed.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    bounds = torch.linspace(0, num_pairs, 11).round().long().tolist()
+    samples = []
+    for _ in range(rounds):
+        parts = [lo + torch.randint(hi - lo, (hi - lo,), generator=generator) for lo, hi in itertools.pairwise(bounds)]
+        samples.append(torch.cat(parts))
+    return samples
+
+
+def paired_difference(
+    better: dict[str, torch.Tensor], worse: dict[str, torch.Tensor], probe: int, samples: Sequence[torch.Tensor]
+) -> tuple[float, float, float]:
+    """HR-LR accuracy of ``better`` minus ``worse`` on the same pairs, with its 95 % percentile bootstrap interval.
+
+    Args:
+        better: scores of the first model (``eval_scores[split]``).
+        worse: scores of the second model, on the same pairs.
+        probe: probe side in px.
+        samples: bootstrap index samples (:func:`fold_bootstrap`).
+
+    Returns:
+        ``(difference, low, high)`` as fractions.
+    """
+    full = torch.arange(len(better[f"synthetic__hr_lr__{probe}px__scores"]))
+    point = hr_lr_acc(better, full, probe) - hr_lr_acc(worse, full, probe)
+    diffs = sorted(hr_lr_acc(better, i, probe) - hr_lr_acc(worse, i, probe) for i in samples)
+    return point, diffs[int(0.025 * len(diffs))], diffs[int(0.975 * len(diffs)) - 1]

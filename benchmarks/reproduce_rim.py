@@ -31,7 +31,6 @@ about 86 % then has a standard error of about 1.4 points, more than the (f) - (e
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from common import fold_bootstrap, paired_difference
 from torch.utils.data import Dataset
 
 from crossres.data.datamodule import FaceDataModule
@@ -122,28 +122,6 @@ def _fit(model: pl.LightningModule, data: FaceDataModule, epochs: int, quick: bo
     return elapsed
 
 
-def _hr_lr_acc(scores: dict[str, torch.Tensor], index: torch.Tensor, probe: int) -> float:
-    """HR-LR accuracy as crossres reports it (both pair orders averaged) on the pairs ``index``."""
-    from crossres.metrics.verification import verification_metrics
-
-    accs = []
-    for order in ("hr_lr", "lr_hr"):
-        key = f"synthetic__{order}__{probe}px"
-        accs.append(verification_metrics(scores[f"{key}__scores"][index], scores[f"{key}__issame"][index])["acc"])
-    return float(sum(accs) / 2)
-
-
-def _fold_bootstrap(num_pairs: int, rounds: int, seed: int) -> list[torch.Tensor]:
-    """Pair indices resampled with replacement within each of the 10 contiguous folds (the folds stay folds)."""
-    generator = torch.Generator().manual_seed(seed)
-    bounds = torch.linspace(0, num_pairs, 11).round().long().tolist()
-    samples = []
-    for _ in range(rounds):
-        parts = [lo + torch.randint(hi - lo, (hi - lo,), generator=generator) for lo, hi in itertools.pairwise(bounds)]
-        samples.append(torch.cat(parts))
-    return samples
-
-
 @torch.no_grad()
 def residual_energy(rim: RIM, hr: torch.Tensor, probe: int) -> list[str]:
     """Eq. (12) on test faces, per block k: how much of the residual ``f_T^k - f_S^k`` the assistant explains.
@@ -201,8 +179,7 @@ def reevaluate(args: argparse.Namespace) -> None:
         if mode == "teacher":
             accs["hr_hr"] = metrics["test_acc_synthetic_hr_hr"]
         print(f"[{mode}] HR-LR {100 * accs[mode]:.2f} ({time.time() - started:.0f} s)", flush=True)
-    full = torch.arange(args.pairs)
-    samples = _fold_bootstrap(args.pairs, args.bootstrap, seed=0)
+    samples = fold_bootstrap(args.pairs, args.bootstrap, seed=0)
     lines = [
         f"RIM Table 1 rows re-evaluated on {args.pairs} synthetic pairs of {args.pair_identities} unseen identities "
         f"({HR} px HR, {args.probe} px probes; {args.out / 'rim.ckpt'}), 10-fold accuracy %, "
@@ -220,11 +197,7 @@ def reevaluate(args: argparse.Namespace) -> None:
         "|---|---|---|",
     ]
     for label, better, worse in (("(f) - (e)", "rim", "fhn_student"), ("(d) - (a)", "fhn_teacher", "teacher")):
-        point = _hr_lr_acc(scores[better], full, args.probe) - _hr_lr_acc(scores[worse], full, args.probe)
-        diffs = sorted(
-            _hr_lr_acc(scores[better], i, args.probe) - _hr_lr_acc(scores[worse], i, args.probe) for i in samples
-        )
-        low, high = diffs[int(0.025 * len(diffs))], diffs[int(0.975 * len(diffs)) - 1]
+        point, low, high = paired_difference(scores[better], scores[worse], args.probe, samples)
         lines.append(f"| {label} | {100 * point:+.2f} | [{100 * low:+.2f}, {100 * high:+.2f}] |")
     faces = data.pair_set("synthetic").pair_set.images[:400]
     lines += [
