@@ -6,7 +6,8 @@ Eq. (5). Both are scored by HR-LR verification (10-fold accuracy, both pair orde
 row embeds HR and LR faces with the trunk feature ``v``, the DCR rows route each probe to the branch pair of its
 size (or of the resolution estimator's guess) and the HR face through that pair's HR branch.
 
-Expected shape (Table I): DCR above the trunk at every probe size, the gain largest at the smallest size.
+Expected shape (Table I, LFW, trunk network vs DCR): DCR above the trunk at every probe size, the gain larger at the
+lower sizes (the paper's: +1.4 / +1.7 / +1.1 / +0.5 points at 8 / 12 / 16 / 20 px, largest at 12 px).
 
 CPU budget: the faces are rendered once at 56 px, half the paper's 112 px (identity count, images per identity,
 pair count and nuisance from experiments/data/synthetic.yaml), and every size is halved with them: probes of
@@ -14,12 +15,14 @@ pair count and nuisance from experiments/data/synthetic.yaml), and every size is
 trunk is the paper's architecture at width 8 (channels 8-128) with a 128-d feature, trained with AdamW (lr 1e-3;
 the BatchNorm-free trunk learns far more slowly with the paper's momentum SGD in a CPU budget).
 Full mode: 20 min of CPU (measured: 48 min wall with --threads 1 on a machine shared with three jobs);
-``--size 112`` (the paper's sizes): 7,228 s of CPU, 1 h 04 min wall with --threads 2 on a quiet machine.
+``--size 112`` (the paper's sizes): 7,228 s of CPU, 1 h 04 min wall with --threads 2 on a quiet machine; with
+``--threads 1 --eval-pairs 6000``: 1 h 06 min wall sharing the cores with another job (the 6,000-pair evaluation
+of trunk and DCR: 1,110 s of it).
 
 ``--eval-pairs N`` scores the trunk and DCR once more on N pairs of ``--eval-pair-identities`` unseen identities and
-gives each gain with a paired bootstrap interval (pairs resampled within the 10 folds): the paper's own gains on LFW
-(Table I, trunk network vs DCR: +1.4 / +1.7 / +1.1 / +0.5 points at 8 / 12 / 16 / 20 px) are smaller than the
-standard error of the 600 default pairs (about 1-2 points).
+gives each gain with a paired bootstrap interval (pairs resampled within the 10 folds): the paper's gains are smaller
+than the standard error of the 600 default pairs (about 2 points), so only the large pair set shows their shape
+(``experiments/README.md`` has the measured table).
 
 Usage:
     python benchmarks/reproduce_dcr.py            # full
