@@ -14,13 +14,19 @@ One run, fixed seed, 8x super-resolution (64 px HR faces, 8 px probes; the 112 p
 (d), (e), (f) come from one RIM training (``eval_mode``). PSNR/SSIM of RIM's SR faces and of the bicubic probes against
 the HR faces are measured on the test pairs. The SR grid is written to ``docs/img/rim_sr_grid.png``.
 
-    python benchmarks/reproduce_rim.py            # full (measured: 117 min on 2 shared CPU cores, 115 min CPU)
+    python benchmarks/reproduce_rim.py            # full (117 min in session 3 beside 3 other jobs, 27 min in session 6)
     python benchmarks/reproduce_rim.py --quick    # smoke run (about 2 min)
     python benchmarks/reproduce_rim.py --reevaluate --pairs 6000 --pair-identities 1000
     python benchmarks/reproduce_rim.py --probe 16 --out runs/reproduce_rim_16px --grid runs/reproduce_rim_16px/grid.png
+    python benchmarks/reproduce_rim.py --capacity --probe 16 --out runs/reproduce_rim_16px --pairs 6000
 
 ``--probe`` moves the operating point (16 px: 4x, where the teacher keeps more of the identity on the bicubic
 probe, as the paper's teacher does at 28 px of 224; pass the same ``--probe`` and ``--out`` to ``--reevaluate``).
+
+``--capacity`` (after a run, reusing its ``teacher.ckpt``) distils the student and the assistant on the HR face itself,
+no FHN, no information lost: whether the assistant of Eq. (12) helps when the student's gap to the teacher is
+capacity alone, the regime of the paper's (d) = (g). ``--assistant-block-weights 0 0 0 1`` weights Eq. (12)'s
+blocks; ``--sequential`` trains the student first and then the assistant on the frozen student's residuals.
 
 ``--reevaluate`` trains nothing: it loads the run's ``rim.ckpt`` (and the teacher it names) and measures (a), (d),
 (e), (f), (g) again on a larger synthetic pair set, with a paired bootstrap of (f) - (e) and (d) - (a) over pairs
@@ -61,6 +67,24 @@ def data_kwargs(probe: int = LR) -> dict[str, Any]:
         "batch_size": 32,
         "eval_batch_size": 100,
         "num_workers": 0,
+    }
+
+
+def hrn_kwargs(num_classes: int, teacher_ckpt: Path, probe: int) -> dict[str, Any]:
+    """RIM's HRN for this script: the iresnet18-w16 teacher in ``teacher_ckpt``, iresnet34-w8 student and assistant."""
+    return {
+        "num_classes": num_classes,
+        "image_size": (HR, HR),
+        "teacher_backbone": "iresnet18",
+        "teacher_backbone_kwargs": {"width": 16},
+        "teacher_embedding_size": 128,
+        "teacher_weights": str(teacher_ckpt),
+        "student_backbone": "iresnet34",
+        "student_backbone_kwargs": {"width": 8},
+        "assistant_backbone": "iresnet34",
+        "assistant_backbone_kwargs": {"width": 8},
+        "heatmap_sigma": 1.5,
+        "quality_lr_sizes": [probe],
     }
 
 
@@ -123,18 +147,18 @@ def _fit(model: pl.LightningModule, data: FaceDataModule, epochs: int, quick: bo
 
 
 @torch.no_grad()
-def residual_energy(rim: RIM, hr: torch.Tensor, probe: int) -> list[str]:
+def residual_energy(rim: RIM, hr: torch.Tensor, probe: int, sr: bool = True) -> list[str]:
     """Eq. (12) on test faces, per block k: how much of the residual ``f_T^k - f_S^k`` the assistant explains.
 
     Rows of a Markdown table: mean squared norms of ``f_T^k``, the residual, what is left of it after ``f_A^k``,
     ``f_A^k`` itself, and the cosine of ``f_A^k`` with the residual. ``f_S^K + f_A^K`` is the probe feature, so
     ``f_A^K`` near zero means (f) = (e).
     """
-    assert rim.fhn is not None and rim.assistant is not None
+    assert rim.assistant is not None
     was_training = rim.training
     rim.eval()
-    sr = rim.super_resolve(degrade(hr, probe)).sr
-    teacher, student, assistant = rim.teacher(hr), rim.student(sr), rim.assistant(sr)
+    probe_faces = rim.super_resolve(degrade(hr, probe)).sr if sr else degrade(hr, probe)
+    teacher, student, assistant = rim.teacher(hr), rim.student(probe_faces), rim.assistant(probe_faces)
     rim.train(was_training)
 
     def energy(x: torch.Tensor) -> float:
@@ -213,6 +237,100 @@ def reevaluate(args: argparse.Namespace) -> None:
     (args.out / f"results_reevaluated_{args.pairs}.md").write_text(text + "\n")
 
 
+def _fit_assistant(rim: RIM, data: FaceDataModule, epochs: int, quick: bool) -> float:
+    """Eq. (12) alone for ``epochs`` epochs on the residuals of ``rim``'s frozen student (RMSprop at ``lr``, §4)."""
+    assert rim.assistant is not None
+    start = time.time()
+    optimizer = torch.optim.RMSprop(rim.assistant.parameters(), lr=rim.hparams["lr"])
+    rim.eval()
+    rim.assistant.train()
+    for _ in range(epochs):
+        for step, batch in enumerate(data.train_dataloader()):
+            if quick and step == 2:
+                break
+            batch = data.on_after_batch_transfer(batch, 0)
+            with torch.no_grad():
+                teacher, student = rim.teacher(batch["hr"]), rim.student(batch["lr"])
+            loss = rim.assistant_loss(teacher, student, rim.assistant(batch["lr"]))
+            optimizer.zero_grad()
+            loss.backward()
+            if rim.hparams["gradient_clip"]:
+                torch.nn.utils.clip_grad_norm_(rim.assistant.parameters(), rim.hparams["gradient_clip"])
+            optimizer.step()
+    elapsed = time.time() - start
+    print(f"[assistant on the frozen student] trained {epochs} epochs in {elapsed:.0f} s", flush=True)
+    return elapsed
+
+
+def capacity(args: argparse.Namespace) -> None:
+    """Eq. (12) where the student's gap to the teacher is capacity alone: HRN without FHN on the HR face itself.
+
+    The run's teacher (``--out``/teacher.ckpt) distils into the student and the assistant with Eq. (11)-(12), both
+    seeing the HR face (probe = HR size, so the degradation is the identity and no information is lost, the regime of
+    the paper's (d) = (g)). Scores the student alone against student + assistant (``f_S^K + f_A^K``) on the same
+    pairs, with a paired bootstrap of the difference and the residual table of :func:`residual_energy`.
+    """
+    started = time.time()
+    pl.seed_everything(0, workers=True)
+    data = CachedFaces(
+        num_identities=10 if args.quick else 100,
+        images_per_identity=6 if args.quick else 30,
+        synthetic_pairs=args.pairs,
+        synthetic_pair_identities=args.pair_identities,
+        **data_kwargs(HR),
+    )
+    data.setup("fit")
+    weights = args.assistant_block_weights
+    hrn = hrn_kwargs(data.num_classes, args.out / "teacher.ckpt", HR)
+    rim = RIM(**hrn, use_fhn=False, use_assistant=True, assistant_block_weights=weights)
+    student = RIM(**hrn, use_fhn=False, use_assistant=False)
+    epochs = 1 if args.quick else args.student_epochs
+    if args.sequential:
+        # The student first, Eq. (11) alone; then the assistant on the frozen student's residuals, Eq. (12) alone.
+        student.load_state_dict(rim.state_dict(), strict=False)  # the same initial student as the joint run
+        seconds = _fit(student, data, epochs, args.quick, "student on HR")
+        missing, _ = rim.load_state_dict(student.state_dict(), strict=False)
+        assert all(k.startswith("assistant.") for k in missing)
+        seconds += _fit_assistant(rim, data, epochs, args.quick)
+    else:
+        seconds = _fit(rim, data, epochs, args.quick, "student + assistant on HR")
+        missing, unexpected = student.load_state_dict(rim.state_dict(), strict=False)
+        assert not missing and all(k.startswith("assistant.") for k in unexpected)
+    key, scores, accs = f"test_acc_synthetic_hr_lr_{HR}px", {}, {}
+    for name, model in (("student", student), ("student + assistant", rim)):
+        metrics = _test(model, data, args.quick)
+        accs[name], scores[name] = metrics[key], model.eval_scores["test"]
+    point, low, high = paired_difference(
+        scores["student + assistant"], scores["student"], HR, fold_bootstrap(args.pairs, args.bootstrap, seed=0)
+    )
+    faces = torch.stack(data.pair_set("synthetic").pair_set.images[:400]).float() / 255
+    rows = residual_energy(rim, faces, HR, sr=False)
+    text = "\n".join(
+        [
+            f"Assistant where the gap is capacity alone: student and assistant distilled from the teacher on the HR "
+            f"face ({HR} px, no FHN, {epochs} epochs{' each, sequential' if args.sequential else ''}, "
+            f"{seconds:.0f} s; Eq. (12) block weights "
+            f"{weights or 'all 1'}), {args.pairs} pairs of "
+            f"{args.pair_identities} unseen identities, HR gallery vs the HR face through the student, 10-fold %:",
+            "",
+            "| probe feature | acc % |",
+            "|---|---|",
+            *[f"| {name} | {100 * acc:.2f} |" for name, acc in accs.items()],
+            "",
+            f"(f') - (e') = {100 * point:+.2f} points, 95 % interval [{100 * low:+.2f}, {100 * high:+.2f}] "
+            f"({args.bootstrap} rounds of pairs resampled within folds).",
+            "",
+            *rows,
+            "",
+            f"Wall time: {time.time() - started:.0f} s (torch threads: {torch.get_num_threads()})",
+        ]
+    )
+    print("\n" + text, flush=True)
+    suffix = "" if weights is None else "_w" + "-".join(f"{w:g}" for w in weights)
+    suffix += "_sequential" if args.sequential else ""
+    (args.out / f"results_capacity_{args.pairs}{suffix}.md").write_text(text + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny data, 2 batches per training")
@@ -224,6 +342,15 @@ def main() -> None:
     parser.add_argument("--rim-epochs", type=int, default=6)
     parser.add_argument("--probe", type=int, default=LR, help="probe side in px on the 64 px faces (default 8: 8x)")
     parser.add_argument("--reevaluate", action="store_true", help="evaluate the run in --out again; train nothing")
+    parser.add_argument(
+        "--capacity", action="store_true", help="Eq. (12) with no information lost: student + assistant on HR faces"
+    )
+    parser.add_argument(
+        "--sequential", action="store_true", help="--capacity: the student first, then the assistant on its residuals"
+    )
+    parser.add_argument(
+        "--assistant-block-weights", type=float, nargs="+", default=None, help="--capacity: Eq. (12) weight per block"
+    )
     parser.add_argument("--pairs", type=int, default=6000, help="--reevaluate: synthetic test pairs")
     parser.add_argument("--pair-identities", type=int, default=1000, help="--reevaluate: identities of those pairs")
     parser.add_argument("--bootstrap", type=int, default=1000, help="--reevaluate: bootstrap rounds")
@@ -232,6 +359,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.reevaluate:
         reevaluate(args)
+        return
+    if args.capacity:
+        capacity(args)
         return
     quick = args.quick
     args.out.mkdir(parents=True, exist_ok=True)
@@ -269,20 +399,7 @@ def main() -> None:
     timings["lr_student"] = _fit(lr_student, data, epochs_s, quick, "(b) student on LR")
     result_b = _test(lr_student, data, quick)
 
-    hrn = {
-        "num_classes": data.num_classes,
-        "image_size": (HR, HR),
-        "teacher_backbone": "iresnet18",
-        "teacher_backbone_kwargs": {"width": 16},
-        "teacher_embedding_size": 128,
-        "teacher_weights": str(teacher_ckpt),
-        "student_backbone": "iresnet34",
-        "student_backbone_kwargs": {"width": 8},
-        "assistant_backbone": "iresnet34",
-        "assistant_backbone_kwargs": {"width": 8},
-        "heatmap_sigma": 1.5,
-        "quality_lr_sizes": [args.probe],
-    }
+    hrn = hrn_kwargs(data.num_classes, teacher_ckpt, args.probe)
     # (c) distillation without FHN: the student learns Eq. (11) on the bicubic probe.
     distilled = RIM(**hrn, use_fhn=False, use_assistant=False)
     timings["distilled"] = _fit(distilled, data, epochs_s, quick, "(c) student distilled")

@@ -153,6 +153,25 @@ def test_assistant_loss_eq12_matches_naive() -> None:
         ResidualDistillationLoss()(t, s[:2], a)
 
 
+def test_assistant_block_weights_weight_each_block_of_eq12() -> None:
+    shapes = [(2, 3, 4, 4), (2, 5, 2, 2), (2, 6, 1, 1)]
+    t = [_leaf(*sh, seed=10 + k).detach() for k, sh in enumerate(shapes)]
+    s = [_leaf(*sh, seed=20 + k).detach() for k, sh in enumerate(shapes)]
+    a = [_leaf(*sh, seed=30 + k) for k, sh in enumerate(shapes)]
+    blocks = [ResidualDistillationLoss("sum")([t[k]], [s[k]], [a[k]]) for k in range(3)]  # type: ignore[list-item]
+    weighted = ResidualDistillationLoss("sum", block_weights=[0.0, 2.0, 0.5])(t, s, a)  # type: ignore[arg-type]
+    assert weighted.item() == pytest.approx((2 * blocks[1] + 0.5 * blocks[2]).item(), rel=1e-12)
+    weighted.backward()
+    assert a[0].grad is None and a[1].grad is not None and a[2].grad is not None  # a zero weight: no gradient
+    unweighted = ResidualDistillationLoss("sum", block_weights=[1, 1, 1])(t, s, a)  # type: ignore[arg-type]
+    assert unweighted.item() == pytest.approx(ResidualDistillationLoss("sum")(t, s, a).item(), rel=1e-12)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="2 block_weights for 3 blocks"):
+        ResidualDistillationLoss(block_weights=[1, 1])(t, s, a)  # type: ignore[arg-type]
+    for bad in ([0, 0, 0], [1, -1, 1]):
+        with pytest.raises(ValueError, match="block_weights"):
+            ResidualDistillationLoss(block_weights=bad)
+
+
 # ------------------------------------------------------------------------------------ Eqs. (2), (3), (4)
 def test_pixel_loss_eq2_matches_naive() -> None:
     sr, hr = _leaf(2, 3, 4, 5, seed=5), torch.rand(2, 3, 4, 5, dtype=torch.float64)

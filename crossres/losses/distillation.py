@@ -78,16 +78,23 @@ class ResidualDistillationLoss(nn.Module):
         reduction: ``"sum"`` (squared norm per sample and block, averaged over the batch) or ``"mean"`` (per
             element of each block's map, summed over blocks).
         detach_student: treat ``f_S^k`` as constants.
+        block_weights: a weight ``w_k >= 0`` per block, ``sum_k w_k ||...||^2`` (not in the paper, whose Eq. (12)
+            weights every block by 1: the default, ``None``).
 
     Raises:
-        ValueError: on an unknown ``reduction``.
+        ValueError: on an unknown ``reduction`` or a negative or all-zero ``block_weights``.
     """
 
-    def __init__(self, reduction: Reduction = "mean", detach_student: bool = True) -> None:
+    def __init__(
+        self, reduction: Reduction = "mean", detach_student: bool = True, block_weights: Sequence[float] | None = None
+    ) -> None:
         super().__init__()
         _check_reduction(reduction)
+        if block_weights is not None and (any(w < 0 for w in block_weights) or not any(w > 0 for w in block_weights)):
+            raise ValueError(f"block_weights must be >= 0 with at least one > 0, got {list(block_weights)}")
         self.reduction = reduction
         self.detach_student = detach_student
+        self.block_weights = None if block_weights is None else [float(w) for w in block_weights]
 
     def forward(self, teacher: Sequence[Tensor], student: Sequence[Tensor], assistant: Sequence[Tensor]) -> Tensor:
         """Assistant loss.
@@ -108,6 +115,9 @@ class ResidualDistillationLoss(nn.Module):
                 f"Eq. (12): teacher, student and assistant need the same number K >= 1 of block outputs, got "
                 f"{len(teacher)}, {len(student)} and {len(assistant)}"
             )
+        weights = self.block_weights or [1.0] * len(teacher)
+        if len(weights) != len(teacher):
+            raise ValueError(f"Eq. (12): {len(weights)} block_weights for {len(teacher)} blocks")
         total: Tensor | None = None
         for k, (f_t, f_s, f_a) in enumerate(zip(teacher, student, assistant, strict=True)):
             if not (f_t.shape == f_s.shape == f_a.shape):
@@ -117,7 +127,9 @@ class ResidualDistillationLoss(nn.Module):
                 )
             if self.detach_student:
                 f_s = f_s.detach()
-            term = _squared_norm((f_t - f_s) - f_a, self.reduction)
+            if weights[k] == 0:
+                continue
+            term = weights[k] * _squared_norm((f_t - f_s) - f_a, self.reduction)
             total = term if total is None else total + term
         assert total is not None
         return total

@@ -105,6 +105,8 @@ class RIM(CrossResMethod):
         assistant_backbone_kwargs: extra assistant backbone arguments.
         use_fhn: hallucinate the probe with FHN (``false``: HRN on the bicubic probe, Table 1 (c)).
         use_assistant: train the teacher assistant and add ``f_A^K`` to the probe feature.
+        assistant_block_weights: a weight per block in Eq. (12) (``None``: 1 for every block, as the paper; e.g.
+            ``[0, 0, 0, 1]`` fits the residual of the last block only, the one ``f_S^K + f_A^K`` uses).
         use_priors: supervise the landmark and parsing paths (Eqs. (3), (4)); needs ``landmarks`` in the batches.
         fhn_channels: feature channels of every FHN sub-network.
         fhn_feature_channels: output channels of the global feature path ``G_f``.
@@ -151,6 +153,7 @@ class RIM(CrossResMethod):
         assistant_backbone_kwargs: dict[str, Any] | None = None,
         use_fhn: bool = True,
         use_assistant: bool = True,
+        assistant_block_weights: list[float] | None = None,
         use_priors: bool = True,
         fhn_channels: int = 32,
         fhn_feature_channels: int = 32,
@@ -211,7 +214,9 @@ class RIM(CrossResMethod):
             )
             self.assistant = AdaptedBlocks(assistant, self.teacher.shapes, "assistant")
         self.student_loss = StudentDistillationLoss(hp["loss_reduction"])  # Eq. (11)
-        self.assistant_loss = ResidualDistillationLoss(hp["loss_reduction"], detach_student=True)  # Eq. (12)
+        self.assistant_loss = ResidualDistillationLoss(  # Eq. (12)
+            hp["loss_reduction"], detach_student=True, block_weights=hp["assistant_block_weights"]
+        )
 
         # FHN (§3.1): G = G_c + tri-path generator; mix-adversarial discriminator D = (D_i, D_d).
         self.fhn: FaceHallucinationNet | None = None
@@ -432,7 +437,8 @@ class RIM(CrossResMethod):
                 if not self._finite({"assistant": losses["assistant"]}):
                     return
                 self._step(opts["assistant"], losses["assistant"])
-            total_energy = torch.stack(energy).sum()
+            weights = self.assistant_loss.block_weights or [1.0] * len(energy)
+            total_energy = sum(w * e for w, e in zip(weights, energy, strict=True))
             recognition = recognition + losses["assistant"].detach() / total_energy
             if probe.grad is not None and probe_grad is not None:
                 probe_grad = probe_grad + probe.grad / total_energy
