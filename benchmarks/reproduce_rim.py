@@ -237,13 +237,21 @@ def reevaluate(args: argparse.Namespace) -> None:
     (args.out / f"results_reevaluated_{args.pairs}.md").write_text(text + "\n")
 
 
-def _fit_assistant(rim: RIM, data: FaceDataModule, epochs: int, quick: bool) -> float:
-    """Eq. (12) alone for ``epochs`` epochs on the residuals of ``rim``'s frozen student (RMSprop at ``lr``, §4)."""
+def _fit_assistant(rim: RIM, data: FaceDataModule, epochs: int, quick: bool, batch_stats: bool = False) -> float:
+    """Eq. (12) alone for ``epochs`` epochs on the residuals of ``rim``'s frozen student (RMSprop at ``lr``, §4).
+
+    ``batch_stats``: the student's BatchNorm layers normalise with the batch's statistics, as in the joint training
+    step, instead of the running ones that inference uses (the student's weights stay frozen either way).
+    """
     assert rim.assistant is not None
     start = time.time()
     optimizer = torch.optim.RMSprop(rim.assistant.parameters(), lr=rim.hparams["lr"])
     rim.eval()
     rim.assistant.train()
+    rim.student.train(batch_stats)
+    for module in rim.student.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.0  # batch statistics, if any, leave the running ones (inference's) as they are
     for _ in range(epochs):
         for step, batch in enumerate(data.train_dataloader()):
             if quick and step == 2:
@@ -291,7 +299,7 @@ def capacity(args: argparse.Namespace) -> None:
         seconds = _fit(student, data, epochs, args.quick, "student on HR")
         missing, _ = rim.load_state_dict(student.state_dict(), strict=False)
         assert all(k.startswith("assistant.") for k in missing)
-        seconds += _fit_assistant(rim, data, epochs, args.quick)
+        seconds += _fit_assistant(rim, data, epochs, args.quick, batch_stats=args.student_batch_stats)
     else:
         seconds = _fit(rim, data, epochs, args.quick, "student + assistant on HR")
         missing, unexpected = student.load_state_dict(rim.state_dict(), strict=False)
@@ -328,6 +336,7 @@ def capacity(args: argparse.Namespace) -> None:
     print("\n" + text, flush=True)
     suffix = "" if weights is None else "_w" + "-".join(f"{w:g}" for w in weights)
     suffix += "_sequential" if args.sequential else ""
+    suffix += "_batchstats" if args.student_batch_stats else ""
     (args.out / f"results_capacity_{args.pairs}{suffix}.md").write_text(text + "\n")
 
 
@@ -347,6 +356,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--sequential", action="store_true", help="--capacity: the student first, then the assistant on its residuals"
+    )
+    parser.add_argument(
+        "--student-batch-stats",
+        action="store_true",
+        help="--sequential: the frozen student's BatchNorm on batch statistics while the assistant trains",
     )
     parser.add_argument(
         "--assistant-block-weights", type=float, nargs="+", default=None, help="--capacity: Eq. (12) weight per block"
