@@ -28,6 +28,10 @@ no FHN, no information lost: whether the assistant of Eq. (12) helps when the st
 capacity alone, the regime of the paper's (d) = (g). ``--assistant-block-weights 0 0 0 1`` weights Eq. (12)'s
 blocks; ``--sequential`` trains the student first and then the assistant on the frozen student's residuals.
 
+``--assistant-epochs N`` continues a finished run: its assistant alone for N epochs on the frozen FHN and student
+(``assistant_after_epoch: 0``), saved as ``rim_assistant_phase.ckpt``; score it with ``--reevaluate --checkpoint
+rim_assistant_phase.ckpt``.
+
 ``--reevaluate`` trains nothing: it loads the run's ``rim.ckpt`` (and the teacher it names) and measures (a), (d),
 (e), (f), (g) again on a larger synthetic pair set, with a paired bootstrap of (f) - (e) and (d) - (a) over pairs
 resampled within each fold (the 600 default pairs hold only 300 distinct positive pairs: a 10-fold accuracy of
@@ -182,7 +186,7 @@ def residual_energy(rim: RIM, hr: torch.Tensor, probe: int, sr: bool = True) -> 
 def reevaluate(args: argparse.Namespace) -> None:
     """(a), (d)-(g) of a finished run on ``args.pairs`` pairs, and paired bootstrap intervals of two differences."""
     started = time.time()
-    checkpoint = torch.load(args.out / "rim.ckpt", map_location="cpu", weights_only=True)
+    checkpoint = torch.load(args.out / args.checkpoint, map_location="cpu", weights_only=True)
     rim = RIM(**checkpoint["hyper_parameters"])
     rim.load_state_dict(checkpoint["state_dict"])
     data = FaceDataModule(
@@ -206,7 +210,7 @@ def reevaluate(args: argparse.Namespace) -> None:
     samples = fold_bootstrap(args.pairs, args.bootstrap, seed=0)
     lines = [
         f"RIM Table 1 rows re-evaluated on {args.pairs} synthetic pairs of {args.pair_identities} unseen identities "
-        f"({HR} px HR, {args.probe} px probes; {args.out / 'rim.ckpt'}), 10-fold accuracy %, "
+        f"({HR} px HR, {args.probe} px probes; {args.out / args.checkpoint}), 10-fold accuracy %, "
         f"paired bootstrap over pairs resampled within folds ({args.bootstrap} rounds, 95 % percentile interval):",
         "",
         "| | networks | acc % |",
@@ -234,7 +238,7 @@ def reevaluate(args: argparse.Namespace) -> None:
     ]
     text = "\n".join(lines)
     print("\n" + text, flush=True)
-    (args.out / f"results_reevaluated_{args.pairs}.md").write_text(text + "\n")
+    (args.out / f"results_reevaluated_{args.pairs}_{Path(args.checkpoint).stem}.md").write_text(text + "\n")
 
 
 def _fit_assistant(rim: RIM, data: FaceDataModule, epochs: int, quick: bool, batch_stats: bool = False) -> float:
@@ -268,6 +272,28 @@ def _fit_assistant(rim: RIM, data: FaceDataModule, epochs: int, quick: bool, bat
     elapsed = time.time() - start
     print(f"[assistant on the frozen student] trained {epochs} epochs in {elapsed:.0f} s", flush=True)
     return elapsed
+
+
+def assistant_phase(args: argparse.Namespace) -> None:
+    """The run's RIM (``--out``/rim.ckpt), then ``--assistant-epochs`` epochs of the assistant alone on its frozen FHN
+    and student (``assistant_after_epoch: 0``); writes ``rim_assistant_phase.ckpt`` for ``--reevaluate``."""
+    checkpoint = torch.load(args.out / "rim.ckpt", map_location="cpu", weights_only=True)
+    rim = RIM(**(checkpoint["hyper_parameters"] | {"assistant_after_epoch": 0}))
+    rim.load_state_dict(checkpoint["state_dict"])
+    pl.seed_everything(0, workers=True)
+    data = CachedFaces(
+        num_identities=10 if args.quick else 100,
+        images_per_identity=6 if args.quick else 30,
+        synthetic_pairs=40 if args.quick else 600,
+        **data_kwargs(args.probe),
+    )
+    data.setup("fit")
+    _fit(
+        rim, data, 1 if args.quick else args.assistant_epochs, args.quick, "assistant alone on the frozen FHN + student"
+    )
+    out = {"state_dict": rim.state_dict(), "hyper_parameters": dict(rim.hparams)}
+    out["pytorch-lightning_version"] = pl.__version__
+    torch.save(out, args.out / "rim_assistant_phase.ckpt")
 
 
 def capacity(args: argparse.Namespace) -> None:
@@ -355,6 +381,10 @@ def main() -> None:
         "--capacity", action="store_true", help="Eq. (12) with no information lost: student + assistant on HR faces"
     )
     parser.add_argument(
+        "--assistant-epochs", type=int, default=0, help="train the run's assistant alone this many epochs (then stop)"
+    )
+    parser.add_argument("--checkpoint", default="rim.ckpt", help="--reevaluate: the checkpoint in --out to score")
+    parser.add_argument(
         "--sequential", action="store_true", help="--capacity: the student first, then the assistant on its residuals"
     )
     parser.add_argument(
@@ -376,6 +406,9 @@ def main() -> None:
         return
     if args.capacity:
         capacity(args)
+        return
+    if args.assistant_epochs:
+        assistant_phase(args)
         return
     quick = args.quick
     args.out.mkdir(parents=True, exist_ok=True)

@@ -204,6 +204,35 @@ def test_player_parameters_change(teacher_ckpt: Path) -> None:
     assert not model.teacher.training  # the frozen teacher stays in eval mode
 
 
+class _EpochSnapshots(Callback):
+    """State dicts of FHN, student and assistant at the end of every training epoch."""
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, dict[str, torch.Tensor]]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.states.append({name: _snapshot(getattr(pl_module, name)) for name in ("fhn", "student", "assistant")})
+
+
+def test_assistant_after_epoch_trains_it_alone_on_the_frozen_student(teacher_ckpt: Path) -> None:
+    model, fresh = _model(teacher_ckpt, assistant_after_epoch=1), _model(teacher_ckpt, assistant_after_epoch=1)
+    snapshots = _EpochSnapshots()
+    _trainer(max_epochs=2, limit_train_batches=2, callbacks=[snapshots]).fit(model, datamodule=_datamodule())
+    first, second = snapshots.states
+
+    def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # epoch 0: FHN and student train, the assistant does not move
+    assert same(first["assistant"], _snapshot(fresh.assistant))
+    assert not same(first["student"], _snapshot(fresh.student))
+    # epoch 1: FHN and student frozen (weights and BatchNorm statistics), the assistant learns Eq. (12)
+    assert same(second["student"], first["student"]) and same(second["fhn"], first["fhn"])
+    assert not same(second["assistant"], first["assistant"])
+    with pytest.raises(ValueError, match="assistant_after_epoch"):
+        _model(teacher_ckpt, use_assistant=False, assistant_after_epoch=1)
+
+
 def test_nonfinite_loss_is_named_and_no_weight_moves(teacher_ckpt: Path) -> None:
     model = _model(teacher_ckpt)
 
