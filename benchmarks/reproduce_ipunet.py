@@ -231,8 +231,11 @@ def main() -> None:
         if paper_size in ((7, 6), (14, 12), (21, 15), (32, 32)):
             grid_columns += [(f"{paper_size} bicubic", lr[:6]), (f"{paper_size} SR", sr[:6])]
     hr_rank1 = rank1(gallery_embedding, batched(recognizer, probes))
+    # A smoke run never replaces the documented grid.
+    grid = REPO / "runs" / "reproduce_ipunet_quick_grid.png" if args.quick else GRID
     if not args.no_grid:
-        save_grid(probes[:6], grid_columns, GRID)
+        grid.parent.mkdir(parents=True, exist_ok=True)
+        save_grid(probes[:6], grid_columns, grid)
 
     chance = 100 / test_identities
     title = (
@@ -252,7 +255,7 @@ def main() -> None:
     lines += [
         "",
         f"HR probes (no degradation): rank-1 {hr_rank1:.1f} %. Epochs: recogniser {hr_epochs}, IPU-Net {sr_epochs}.",
-        f"SR grid: {GRID.relative_to(REPO)} (rows: probes; columns: HR, then bicubic | SR at 7x6, 14x12, 21x15, "
+        f"SR grid: {grid.relative_to(REPO)} (rows: probes; columns: HR, then bicubic | SR at 7x6, 14x12, 21x15, "
         "32x32 of the paper's sizes).",
     ]
     print("\n" + "\n".join(lines) + f"\n\n(total {time.time() - start:.0f} s wall, {time.process_time():.0f} s CPU)")
