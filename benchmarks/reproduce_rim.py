@@ -26,7 +26,8 @@ probe, as the paper's teacher does at 28 px of 224; pass the same ``--probe`` an
 ``--capacity`` (after a run, reusing its ``teacher.ckpt``) distils the student and the assistant on the HR face itself,
 no FHN, no information lost: whether the assistant of Eq. (12) helps when the student's gap to the teacher is
 capacity alone, the regime of the paper's (d) = (g). ``--assistant-block-weights 0 0 0 1`` weights Eq. (12)'s
-blocks; ``--sequential`` trains the student first and then the assistant on the frozen student's residuals.
+blocks; ``--sequential`` trains the student first and then the assistant on the frozen student's residuals
+(``RIM``'s ``assistant_after_epoch``).
 
 ``--assistant-epochs N`` continues a finished run: its assistant alone for N epochs on the frozen FHN and student
 (``assistant_after_epoch: 0``), saved as ``rim_assistant_phase.ckpt``; score it with ``--reevaluate --checkpoint
@@ -241,39 +242,6 @@ def reevaluate(args: argparse.Namespace) -> None:
     (args.out / f"results_reevaluated_{args.pairs}_{Path(args.checkpoint).stem}.md").write_text(text + "\n")
 
 
-def _fit_assistant(rim: RIM, data: FaceDataModule, epochs: int, quick: bool, batch_stats: bool = False) -> float:
-    """Eq. (12) alone for ``epochs`` epochs on the residuals of ``rim``'s frozen student (RMSprop at ``lr``, §4).
-
-    ``batch_stats``: the student's BatchNorm layers normalise with the batch's statistics, as in the joint training
-    step, instead of the running ones that inference uses (the student's weights stay frozen either way).
-    """
-    assert rim.assistant is not None
-    start = time.time()
-    optimizer = torch.optim.RMSprop(rim.assistant.parameters(), lr=rim.hparams["lr"])
-    rim.eval()
-    rim.assistant.train()
-    rim.student.train(batch_stats)
-    for module in rim.student.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.momentum = 0.0  # batch statistics, if any, leave the running ones (inference's) as they are
-    for _ in range(epochs):
-        for step, batch in enumerate(data.train_dataloader()):
-            if quick and step == 2:
-                break
-            batch = data.on_after_batch_transfer(batch, 0)
-            with torch.no_grad():
-                teacher, student = rim.teacher(batch["hr"]), rim.student(batch["lr"])
-            loss = rim.assistant_loss(teacher, student, rim.assistant(batch["lr"]))
-            optimizer.zero_grad()
-            loss.backward()
-            if rim.hparams["gradient_clip"]:
-                torch.nn.utils.clip_grad_norm_(rim.assistant.parameters(), rim.hparams["gradient_clip"])
-            optimizer.step()
-    elapsed = time.time() - start
-    print(f"[assistant on the frozen student] trained {epochs} epochs in {elapsed:.0f} s", flush=True)
-    return elapsed
-
-
 def assistant_phase(args: argparse.Namespace) -> None:
     """The run's RIM (``--out``/rim.ckpt), then ``--assistant-epochs`` epochs of the assistant alone on its frozen FHN
     and student (``assistant_after_epoch: 0``); writes ``rim_assistant_phase.ckpt`` for ``--reevaluate``."""
@@ -316,20 +284,15 @@ def capacity(args: argparse.Namespace) -> None:
     data.setup("fit")
     weights = args.assistant_block_weights
     hrn = hrn_kwargs(data.num_classes, args.out / "teacher.ckpt", HR)
-    rim = RIM(**hrn, use_fhn=False, use_assistant=True, assistant_block_weights=weights)
-    student = RIM(**hrn, use_fhn=False, use_assistant=False)
     epochs = 1 if args.quick else args.student_epochs
-    if args.sequential:
-        # The student first, Eq. (11) alone; then the assistant on the frozen student's residuals, Eq. (12) alone.
-        student.load_state_dict(rim.state_dict(), strict=False)  # the same initial student as the joint run
-        seconds = _fit(student, data, epochs, args.quick, "student on HR")
-        missing, _ = rim.load_state_dict(student.state_dict(), strict=False)
-        assert all(k.startswith("assistant.") for k in missing)
-        seconds += _fit_assistant(rim, data, epochs, args.quick, batch_stats=args.student_batch_stats)
-    else:
-        seconds = _fit(rim, data, epochs, args.quick, "student + assistant on HR")
-        missing, unexpected = student.load_state_dict(rim.state_dict(), strict=False)
-        assert not missing and all(k.startswith("assistant.") for k in unexpected)
+    # --sequential: RIM's assistant_after_epoch, the student alone for `epochs`, then the assistant alone as long.
+    after = epochs if args.sequential else None
+    rim = RIM(**hrn, use_fhn=False, use_assistant=True, assistant_block_weights=weights, assistant_after_epoch=after)
+    name = "student, then assistant, on HR" if args.sequential else "student + assistant on HR"
+    seconds = _fit(rim, data, 2 * epochs if args.sequential else epochs, args.quick, name)
+    student = RIM(**hrn, use_fhn=False, use_assistant=False)
+    missing, unexpected = student.load_state_dict(rim.state_dict(), strict=False)
+    assert not missing and all(k.startswith("assistant.") for k in unexpected)
     key, scores, accs = f"test_acc_synthetic_hr_lr_{HR}px", {}, {}
     for name, model in (("student", student), ("student + assistant", rim)):
         metrics = _test(model, data, args.quick)
@@ -362,7 +325,6 @@ def capacity(args: argparse.Namespace) -> None:
     print("\n" + text, flush=True)
     suffix = "" if weights is None else "_w" + "-".join(f"{w:g}" for w in weights)
     suffix += "_sequential" if args.sequential else ""
-    suffix += "_batchstats" if args.student_batch_stats else ""
     (args.out / f"results_capacity_{args.pairs}{suffix}.md").write_text(text + "\n")
 
 
@@ -388,11 +350,6 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="rim.ckpt", help="--reevaluate: the checkpoint in --out to score")
     parser.add_argument(
         "--sequential", action="store_true", help="--capacity: the student first, then the assistant on its residuals"
-    )
-    parser.add_argument(
-        "--student-batch-stats",
-        action="store_true",
-        help="--sequential: the frozen student's BatchNorm on batch statistics while the assistant trains",
     )
     parser.add_argument(
         "--assistant-block-weights", type=float, nargs="+", default=None, help="--capacity: Eq. (12) weight per block"
