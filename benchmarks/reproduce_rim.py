@@ -75,8 +75,9 @@ def data_kwargs(probe: int = LR) -> dict[str, Any]:
     }
 
 
-def hrn_kwargs(num_classes: int, teacher_ckpt: Path, probe: int) -> dict[str, Any]:
-    """RIM's HRN for this script: the iresnet18-w16 teacher in ``teacher_ckpt``, iresnet34-w8 student and assistant."""
+def hrn_kwargs(num_classes: int, teacher_ckpt: Path, probe: int, width: int = 8) -> dict[str, Any]:
+    """RIM's HRN for this script: the iresnet18-w16 teacher in ``teacher_ckpt``, iresnet34 student and assistant of
+    ``width``."""
     return {
         "num_classes": num_classes,
         "image_size": (HR, HR),
@@ -85,9 +86,9 @@ def hrn_kwargs(num_classes: int, teacher_ckpt: Path, probe: int) -> dict[str, An
         "teacher_embedding_size": 128,
         "teacher_weights": str(teacher_ckpt),
         "student_backbone": "iresnet34",
-        "student_backbone_kwargs": {"width": 8},
+        "student_backbone_kwargs": {"width": width},
         "assistant_backbone": "iresnet34",
-        "assistant_backbone_kwargs": {"width": 8},
+        "assistant_backbone_kwargs": {"width": width},
         "heatmap_sigma": 1.5,
         "quality_lr_sizes": [probe],
     }
@@ -283,7 +284,7 @@ def capacity(args: argparse.Namespace) -> None:
     )
     data.setup("fit")
     weights = args.assistant_block_weights
-    hrn = hrn_kwargs(data.num_classes, args.out / "teacher.ckpt", HR)
+    hrn = hrn_kwargs(data.num_classes, args.out / "teacher.ckpt", HR, args.student_width)
     epochs = 1 if args.quick else args.student_epochs
     # --sequential: RIM's assistant_after_epoch, the student alone for `epochs`, then the assistant alone as long.
     after = epochs if args.sequential else None
@@ -339,6 +340,13 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=8)
     parser.add_argument("--student-epochs", type=int, default=6)
     parser.add_argument("--rim-epochs", type=int, default=6)
+    parser.add_argument("--student-width", type=int, default=8, help="width of the iresnet34 student and assistant")
+    parser.add_argument(
+        "--assistant-after-epoch",
+        type=int,
+        default=None,
+        help="RIM's assistant_after_epoch: FHN + student this many of --rim-epochs, then the assistant alone",
+    )
     parser.add_argument("--probe", type=int, default=LR, help="probe side in px on the 64 px faces (default 8: 8x)")
     parser.add_argument("--reevaluate", action="store_true", help="evaluate the run in --out again; train nothing")
     parser.add_argument(
@@ -358,6 +366,11 @@ def main() -> None:
     parser.add_argument("--pair-identities", type=int, default=1000, help="--reevaluate: identities of those pairs")
     parser.add_argument("--bootstrap", type=int, default=1000, help="--reevaluate: bootstrap rounds")
     args = parser.parse_args()
+    if args.assistant_after_epoch is not None and not 0 <= args.assistant_after_epoch < args.rim_epochs:
+        parser.error(
+            f"--assistant-after-epoch {args.assistant_after_epoch} leaves the assistant no epoch of --rim-epochs "
+            f"{args.rim_epochs}: pass 0 <= N < --rim-epochs"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.reevaluate:
@@ -382,6 +395,9 @@ def main() -> None:
     )
     data.setup("fit")
     epochs_t, epochs_s, epochs_r = (1, 1, 1) if quick else (args.teacher_epochs, args.student_epochs, args.rim_epochs)
+    after = args.assistant_after_epoch
+    if quick and after is not None:
+        epochs_r, after = 2, 1
     timings: dict[str, float] = {}
 
     # The HR teacher: experiments/baseline.yaml (iresnet18, width 16, ArcFace), trained on HR faces.
@@ -395,7 +411,7 @@ def main() -> None:
     torch.save({"state_dict": teacher.state_dict()}, teacher_ckpt)
     result_a = _test(teacher, data, quick)
 
-    student_arch = {"backbone_kwargs": {"width": 8}}
+    student_arch = {"backbone_kwargs": {"width": args.student_width}}
     # (b) the student's architecture trained on LR faces with the same loss as the teacher.
     lr_student = Baseline(
         num_classes=data.num_classes, image_size=(HR, HR), backbone="iresnet34", embedding_size=128, head="arcface",
@@ -405,15 +421,19 @@ def main() -> None:
     timings["lr_student"] = _fit(lr_student, data, epochs_s, quick, "(b) student on LR")
     result_b = _test(lr_student, data, quick)
 
-    hrn = hrn_kwargs(data.num_classes, teacher_ckpt, args.probe)
+    hrn = hrn_kwargs(data.num_classes, teacher_ckpt, args.probe, args.student_width)
     # (c) distillation without FHN: the student learns Eq. (11) on the bicubic probe.
     distilled = RIM(**hrn, use_fhn=False, use_assistant=False)
     timings["distilled"] = _fit(distilled, data, epochs_s, quick, "(c) student distilled")
     result_c = _test(distilled, data, quick)
 
-    # RIM: FHN + HRN, jointly.
+    # RIM: FHN + HRN, jointly (with --assistant-after-epoch N: FHN + student for N epochs, then the assistant alone
+    # on their frozen output, §3.2's "after assistant and student network reaching their optima").
     # FHN's RMSprop at 1e-4 (the paper's 1e-3 for HRN): at 1e-3 the SR gains over bicubic come 3x slower here.
-    rim = RIM(**hrn, fhn_channels=16, fhn_feature_channels=16, fhn_blocks=2, domain_dim=64, fhn_lr=1e-4)
+    rim = RIM(
+        **hrn, fhn_channels=16, fhn_feature_channels=16, fhn_blocks=2, domain_dim=64, fhn_lr=1e-4,
+        assistant_after_epoch=after,
+    )  # fmt: skip
     timings["rim"] = _fit(rim, data, epochs_r, quick, "RIM")
     results: dict[str, dict[str, float]] = {}
     for mode in ("fhn_teacher", "fhn_student", "rim"):
@@ -428,7 +448,7 @@ def main() -> None:
     hr_hr = "test_acc_synthetic_hr_hr"
     rows = [
         ("(a)", "HR-LR", "teacher (iresnet18-w16) on the bicubic probe", result_a[key]),
-        ("(b)", "HR-LR", "student (iresnet34-w8) trained on LR faces", result_b[key]),
+        ("(b)", "HR-LR", f"student (iresnet34-w{args.student_width}) trained on LR faces", result_b[key]),
         ("(c)", "HR-LR", "student distilled on the bicubic probe (Eq. 11)", result_c[key]),
         ("(d)", "HR-LR", "FHN + teacher (HR-SR)", results["fhn_teacher"][key]),
         ("(e)", "HR-LR", "FHN + student", results["fhn_student"][key]),
@@ -452,6 +472,8 @@ def main() -> None:
         f"| SSIM | {quality[f'test_ssim_bicubic_{p}px']:.3f} | {quality[f'test_ssim_sr_{p}px']:.3f} |",
         "",
         "Training time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
+        f"RIM schedule: {epochs_r} epochs, "
+        + ("joint (§3.3)" if after is None else f"FHN + student {after}, then the assistant alone {epochs_r - after}"),
     ]
     # The SR grid: test faces not seen in training.
     pairs = data.pair_set("synthetic")
