@@ -29,9 +29,13 @@ capacity alone, the regime of the paper's (d) = (g). ``--assistant-block-weights
 blocks; ``--sequential`` trains the student first and then the assistant on the frozen student's residuals
 (``RIM``'s ``assistant_after_epoch``).
 
+``--student-width W`` sets the width of the iresnet34 student and assistant (default 8); ``--assistant-after-epoch N``
+gives RIM's own run the schedule of ``assistant_after_epoch``: FHN + student for N of ``--rim-epochs``, then the
+assistant alone on their frozen output.
+
 ``--assistant-epochs N`` continues a finished run: its assistant alone for N epochs on the frozen FHN and student
-(``assistant_after_epoch: 0``), saved as ``rim_assistant_phase.ckpt``; score it with ``--reevaluate --checkpoint
-rim_assistant_phase.ckpt``.
+(``assistant_after_epoch: 0``), saved as ``rim_assistant_phase.ckpt``; with ``--assistant-width W`` a new assistant of
+that width, from scratch (``rim_assistant_phase_wW.ckpt``). Score it with ``--reevaluate --checkpoint <that file>``.
 
 ``--reevaluate`` trains nothing: it loads the run's ``rim.ckpt`` (and the teacher it names) and measures (a), (d),
 (e), (f), (g) again on a larger synthetic pair set, with a paired bootstrap of (f) - (e) and (d) - (a) over pairs
@@ -60,6 +64,21 @@ from crossres.transforms.functional import degrade
 
 REPO = Path(__file__).resolve().parents[1]
 HR, LR = 64, 8  # 8x, as the paper (224 -> 28)
+
+WITHOUT_ASSISTANT = "rim_without_assistant.ckpt"
+
+
+def _load(path: Path) -> RIM:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    rim = RIM(**checkpoint["hyper_parameters"])
+    rim.load_state_dict(checkpoint["state_dict"])
+    return rim
+
+
+def _save(rim: RIM, path: Path) -> None:
+    checkpoint = {"state_dict": rim.state_dict(), "hyper_parameters": dict(rim.hparams)}
+    checkpoint["pytorch-lightning_version"] = pl.__version__  # RIM.load_from_checkpoint reads it
+    torch.save(checkpoint, path)
 
 
 def data_kwargs(probe: int = LR) -> dict[str, Any]:
@@ -188,9 +207,7 @@ def residual_energy(rim: RIM, hr: torch.Tensor, probe: int, sr: bool = True) -> 
 def reevaluate(args: argparse.Namespace) -> None:
     """(a), (d)-(g) of a finished run on ``args.pairs`` pairs, and paired bootstrap intervals of two differences."""
     started = time.time()
-    checkpoint = torch.load(args.out / args.checkpoint, map_location="cpu", weights_only=True)
-    rim = RIM(**checkpoint["hyper_parameters"])
-    rim.load_state_dict(checkpoint["state_dict"])
+    rim = _load(args.out / args.checkpoint)
     data = FaceDataModule(
         num_identities=100,
         images_per_identity=30,
@@ -209,7 +226,14 @@ def reevaluate(args: argparse.Namespace) -> None:
         if mode == "teacher":
             accs["hr_hr"] = metrics["test_acc_synthetic_hr_hr"]
         print(f"[{mode}] HR-LR {100 * accs[mode]:.2f} ({time.time() - started:.0f} s)", flush=True)
+    alone = args.out / WITHOUT_ASSISTANT  # Table 1's (e), trained on its own (--without-assistant)
+    if alone.exists():
+        model = _load(alone)
+        metrics = _test(model, data, quick=False)
+        accs["alone"], scores["alone"] = metrics[key], model.eval_scores["test"]
+        print(f"[(e) trained without the assistant] HR-LR {100 * accs['alone']:.2f}", flush=True)
     samples = fold_bootstrap(args.pairs, args.bootstrap, seed=0)
+    alone_row = int("alone" in accs)
     lines = [
         f"RIM Table 1 rows re-evaluated on {args.pairs} synthetic pairs of {args.pair_identities} unseen identities "
         f"({HR} px HR, {args.probe} px probes; {args.out / args.checkpoint}), 10-fold accuracy %, "
@@ -219,14 +243,17 @@ def reevaluate(args: argparse.Namespace) -> None:
         "|---|---|---|",
         f"| (a) | teacher on the bicubic probe | {100 * accs['teacher']:.2f} |",
         f"| (d) | FHN + teacher (HR-SR) | {100 * accs['fhn_teacher']:.2f} |",
-        f"| (e) | FHN + student | {100 * accs['fhn_student']:.2f} |",
+        *([f"| (e) | FHN + student, trained without the assistant (§4.1) | {100 * accs['alone']:.2f} |"] * alone_row),
         f"| (f) | FHN + student + assistant (RIM) | {100 * accs['rim']:.2f} |",
+        f"| (e') | RIM's own FHN + student, f_A left out | {100 * accs['fhn_student']:.2f} |",
         f"| (g) | teacher, HR-HR | {100 * accs['hr_hr']:.2f} |",
         "",
         "| difference | points | 95 % interval |",
         "|---|---|---|",
     ]
-    for label, better, worse in (("(f) - (e)", "rim", "fhn_student"), ("(d) - (a)", "fhn_teacher", "teacher")):
+    differences = [("(f) - (e)", "rim", "alone")] * alone_row
+    differences += [("(f) - (e')", "rim", "fhn_student"), ("(d) - (a)", "fhn_teacher", "teacher")]
+    for label, better, worse in differences:
         point, low, high = paired_difference(scores[better], scores[worse], args.probe, samples)
         lines.append(f"| {label} | {100 * point:+.2f} | [{100 * low:+.2f}, {100 * high:+.2f}] |")
     faces = data.pair_set("synthetic").pair_set.images[:400]
@@ -243,12 +270,43 @@ def reevaluate(args: argparse.Namespace) -> None:
     (args.out / f"results_reevaluated_{args.pairs}_{Path(args.checkpoint).stem}.md").write_text(text + "\n")
 
 
+def train_without_assistant(args: argparse.Namespace, data: FaceDataModule | None = None) -> tuple[RIM, float]:
+    """Table 1's (e) as the paper trains it (§4.1: each combination of sub-nets "trained respectively"): the run's RIM
+    (``--out``/rim.ckpt hyper-parameters) with ``use_assistant: false``, trained on its own for as many epochs as the
+    run's FHN and student; saved as ``rim_without_assistant.ckpt`` for ``--reevaluate``. Returns it and its training
+    time."""
+    hparams = torch.load(args.out / "rim.ckpt", map_location="cpu", weights_only=True)["hyper_parameters"]
+    after = hparams.get("assistant_after_epoch")
+    epochs = 1 if args.quick else (args.rim_epochs if after is None else after)
+    hparams = hparams | {"use_assistant": False, "assistant_after_epoch": None, "assistant_backbone_kwargs": None}
+    if data is None:
+        pl.seed_everything(0, workers=True)
+        data = CachedFaces(
+            num_identities=10 if args.quick else 100,
+            images_per_identity=6 if args.quick else 30,
+            synthetic_pairs=40 if args.quick else 600,
+            **data_kwargs(args.probe),
+        )
+        data.setup("fit")
+    rim = RIM(**hparams)
+    seconds = _fit(rim, data, epochs, args.quick, "(e) FHN + student, trained without the assistant")
+    _save(rim, args.out / WITHOUT_ASSISTANT)
+    return rim, seconds
+
+
 def assistant_phase(args: argparse.Namespace) -> None:
     """The run's RIM (``--out``/rim.ckpt), then ``--assistant-epochs`` epochs of the assistant alone on its frozen FHN
     and student (``assistant_after_epoch: 0``); writes ``rim_assistant_phase.ckpt`` for ``--reevaluate``."""
     checkpoint = torch.load(args.out / "rim.ckpt", map_location="cpu", weights_only=True)
-    rim = RIM(**(checkpoint["hyper_parameters"] | {"assistant_after_epoch": 0}))
-    rim.load_state_dict(checkpoint["state_dict"])
+    hparams = checkpoint["hyper_parameters"] | {"assistant_after_epoch": 0}
+    state, name = checkpoint["state_dict"], "rim_assistant_phase.ckpt"
+    if args.assistant_width is not None:  # a new assistant of this width, from scratch, on the run's FHN and student
+        hparams["assistant_backbone_kwargs"] = {"width": args.assistant_width}
+        state = {k: v for k, v in state.items() if not k.startswith("assistant.")}
+        name = f"rim_assistant_phase_w{args.assistant_width}.ckpt"
+    rim = RIM(**hparams)
+    missing, unexpected = rim.load_state_dict(state, strict=args.assistant_width is None)
+    assert not unexpected and all(k.startswith("assistant.") for k in missing)
     pl.seed_everything(0, workers=True)
     data = CachedFaces(
         num_identities=10 if args.quick else 100,
@@ -260,9 +318,7 @@ def assistant_phase(args: argparse.Namespace) -> None:
     _fit(
         rim, data, 1 if args.quick else args.assistant_epochs, args.quick, "assistant alone on the frozen FHN + student"
     )
-    out = {"state_dict": rim.state_dict(), "hyper_parameters": dict(rim.hparams)}
-    out["pytorch-lightning_version"] = pl.__version__
-    torch.save(out, args.out / "rim_assistant_phase.ckpt")
+    _save(rim, args.out / name)
 
 
 def capacity(args: argparse.Namespace) -> None:
@@ -355,6 +411,12 @@ def main() -> None:
     parser.add_argument(
         "--assistant-epochs", type=int, default=0, help="train the run's assistant alone this many epochs (then stop)"
     )
+    parser.add_argument(
+        "--assistant-width", type=int, default=None, help="--assistant-epochs: a new assistant of this width instead"
+    )
+    parser.add_argument(
+        "--without-assistant", action="store_true", help="train only the run's (e): its RIM without the assistant"
+    )
     parser.add_argument("--checkpoint", default="rim.ckpt", help="--reevaluate: the checkpoint in --out to score")
     parser.add_argument(
         "--sequential", action="store_true", help="--capacity: the student first, then the assistant on its residuals"
@@ -381,6 +443,9 @@ def main() -> None:
         return
     if args.assistant_epochs:
         assistant_phase(args)
+        return
+    if args.without_assistant:
+        train_without_assistant(args)
         return
     quick = args.quick
     args.out.mkdir(parents=True, exist_ok=True)
@@ -440,9 +505,10 @@ def main() -> None:
         rim.eval_mode = mode
         results[mode] = _test(rim, data, quick)
     rim.eval_mode = "rim"
-    checkpoint = {"state_dict": rim.state_dict(), "hyper_parameters": dict(rim.hparams)}
-    checkpoint["pytorch-lightning_version"] = pl.__version__  # RIM.load_from_checkpoint reads it
-    torch.save(checkpoint, args.out / "rim.ckpt")
+    _save(rim, args.out / "rim.ckpt")
+    # Table 1's (e) as the paper trains it: FHN + student on their own, after RIM (RIM's seed stream unchanged).
+    alone, timings["rim_without_assistant"] = train_without_assistant(args, data)
+    results["alone"] = _test(alone, data, quick)
 
     key = f"test_acc_synthetic_hr_lr_{args.probe}px"
     hr_hr = "test_acc_synthetic_hr_hr"
@@ -451,8 +517,9 @@ def main() -> None:
         ("(b)", "HR-LR", f"student (iresnet34-w{args.student_width}) trained on LR faces", result_b[key]),
         ("(c)", "HR-LR", "student distilled on the bicubic probe (Eq. 11)", result_c[key]),
         ("(d)", "HR-LR", "FHN + teacher (HR-SR)", results["fhn_teacher"][key]),
-        ("(e)", "HR-LR", "FHN + student", results["fhn_student"][key]),
+        ("(e)", "HR-LR", "FHN + student, trained without the assistant (§4.1)", results["alone"][key]),
         ("(f)", "HR-LR", "FHN + student + assistant (RIM)", results["rim"][key]),
+        ("(e')", "HR-LR", "RIM's own FHN + student, f_A left out", results["fhn_student"][key]),
         ("(g)", "HR-HR", "teacher on HR faces", result_a[hr_hr]),
     ]
     quality, p = results["rim"], args.probe
@@ -490,7 +557,7 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
     checks = {
         "(f) > (e)": rows[5][3] > rows[4][3],
-        "(d) within 3 points of (g)": rows[6][3] - rows[3][3] <= 0.03,
+        "(d) within 3 points of (g)": rows[7][3] - rows[3][3] <= 0.03,
         "RIM PSNR > bicubic": quality[f"test_psnr_sr_{args.probe}px"] > quality[f"test_psnr_bicubic_{args.probe}px"],
         "RIM SSIM > bicubic": quality[f"test_ssim_sr_{args.probe}px"] > quality[f"test_ssim_bicubic_{args.probe}px"],
     }

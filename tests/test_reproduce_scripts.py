@@ -36,6 +36,8 @@ def test_reproduce_rim_quick_writes_its_grid_in_out_not_in_docs(tmp_path) -> Non
     assert results.startswith("Table 1 shape")
     assert "student (iresnet34-w4)" in results
     assert "RIM schedule: 2 epochs, FHN + student 1, then the assistant alone 1" in results
+    assert "| (e) | HR-LR | FHN + student, trained without the assistant" in results  # Table 1's (e), §4.1
+    assert (tmp_path / "rim_without_assistant.ckpt").stat().st_size > 0
     assert (documented.read_bytes() if documented.exists() else None) == before
 
 

@@ -91,9 +91,10 @@ class RIM(CrossResMethod):
           random weights (the paper does not say).
         * Evaluation (§3.3, Table 2): the HR gallery side is always the teacher on the HR face; LR-LR scores use the
           probe path on both faces. ``eval_mode`` picks the probe path for the ablations of Table 1 without new
-          training: ``rim`` (f; with ``use_assistant: false`` the student alone), ``fhn_student`` (e, the student
-          of this run without its assistant), ``fhn_teacher`` (d, Table 2's HR-SR: the teacher on the SR face),
-          ``teacher`` (a, the teacher on the bicubic probe). ``use_fhn: false`` trains the HRN on the bicubic
+          training: ``rim`` (f; with ``use_assistant: false`` the student alone), ``fhn_student`` (this run's
+          student without its assistant; the paper's (e) is a model of its own, ``use_assistant: false``: §4.1
+          trains each combination "respectively"), ``fhn_teacher`` (d, Table 2's HR-SR: the teacher on the SR
+          face), ``teacher`` (a, the teacher on the bicubic probe). ``use_fhn: false`` trains the HRN on the bicubic
           probe (Table 1 (c), distillation without FHN). Training LR faces come from the data module (RIM: 8x, set
           ``data.lr_sizes`` to ``H / 8``).
 
