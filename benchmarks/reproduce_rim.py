@@ -7,11 +7,14 @@ One run, fixed seed, 8x super-resolution (64 px HR faces, 8 px probes; the 112 p
     (b) student on LR               a Baseline with the student's architecture trained on LR faces
     (c) student distilled           RIM without FHN and assistant (HRN on the bicubic probe)
     (d) FHN + teacher               RIM's SR probe through the teacher (Table 2's HR-SR)
-    (e) FHN + student               RIM, student only
+    (e) FHN + student               RIM without the assistant, trained on its own (§4.1: each combination "trained
+                                    respectively")
     (f) FHN + student + assistant   RIM (f_S^K + f_A^K)
+    (e') RIM's student              (f)'s run with f_A left out: what the assistant adds at inference alone
     (g) HR-HR                       the teacher on HR faces
 
-(d), (e), (f) come from one RIM training (``eval_mode``). PSNR/SSIM of RIM's SR faces and of the bicubic probes against
+(d), (f), (e') come from one RIM training (``eval_mode``), (e) from a second one (``rim_without_assistant.ckpt``).
+PSNR/SSIM of RIM's SR faces and of the bicubic probes against
 the HR faces are measured on the test pairs. The SR grid is written to ``docs/img/rim_sr_grid.png``.
 
     python benchmarks/reproduce_rim.py            # full (117 min in session 3 beside 3 other jobs, 27 min in session 6)
@@ -19,6 +22,8 @@ the HR faces are measured on the test pairs. The SR grid is written to ``docs/im
     python benchmarks/reproduce_rim.py --reevaluate --pairs 6000 --pair-identities 1000
     python benchmarks/reproduce_rim.py --probe 16 --out runs/reproduce_rim_16px --grid runs/reproduce_rim_16px/grid.png
     python benchmarks/reproduce_rim.py --capacity --probe 16 --out runs/reproduce_rim_16px --pairs 6000
+    python benchmarks/reproduce_rim.py --probe 16 --student-width 2 --rim-epochs 30 --assistant-after-epoch 24 \
+        --out runs/reproduce_rim_16px_w2 --grid runs/reproduce_rim_16px_w2/grid.png   # 18 min in session 7
 
 ``--probe`` moves the operating point (16 px: 4x, where the teacher keeps more of the identity on the bicubic
 probe, as the paper's teacher does at 28 px of 224; pass the same ``--probe`` and ``--out`` to ``--reevaluate``).
@@ -37,9 +42,12 @@ assistant alone on their frozen output.
 (``assistant_after_epoch: 0``), saved as ``rim_assistant_phase.ckpt``; with ``--assistant-width W`` a new assistant of
 that width, from scratch (``rim_assistant_phase_wW.ckpt``). Score it with ``--reevaluate --checkpoint <that file>``.
 
-``--reevaluate`` trains nothing: it loads the run's ``rim.ckpt`` (and the teacher it names) and measures (a), (d),
-(e), (f), (g) again on a larger synthetic pair set, with a paired bootstrap of (f) - (e) and (d) - (a) over pairs
-resampled within each fold (the 600 default pairs hold only 300 distinct positive pairs: a 10-fold accuracy of
+``--without-assistant`` trains only (e) for a finished run (runs before session 7 lack it).
+
+``--reevaluate`` trains nothing: it loads the run's ``rim.ckpt`` (and the teacher it names; and
+``rim_without_assistant.ckpt`` when present) and measures (a), (d), (e), (f), (e'), (g) again on a larger synthetic
+pair set, with a paired bootstrap of (f) - (e), (f) - (e') and (d) - (a) over pairs resampled within each fold
+(the 600 default pairs hold only 300 distinct positive pairs: a 10-fold accuracy of
 about 86 % then has a standard error of about 1.4 points, more than the (f) - (e) gap in question).
 """
 
