@@ -144,6 +144,20 @@ class CachedFaces(FaceDataModule):
         return self._train_set
 
 
+def training_data(args: argparse.Namespace, probe: int, **pairs: int) -> CachedFaces:
+    """Seed 0, then this script's training faces (rendered once) with ``probe`` px probes; ``pairs`` overrides the
+    600 test pairs (``synthetic_pairs``, ``synthetic_pair_identities``)."""
+    pl.seed_everything(0, workers=True)
+    data = CachedFaces(
+        num_identities=10 if args.quick else 100,
+        images_per_identity=6 if args.quick else 30,
+        **({"synthetic_pairs": 40 if args.quick else 600} | pairs),
+        **data_kwargs(probe),
+    )
+    data.setup("fit")
+    return data
+
+
 def _trainer(epochs: int, quick: bool) -> pl.Trainer:
     return pl.Trainer(
         accelerator="cpu",
@@ -287,15 +301,7 @@ def train_without_assistant(args: argparse.Namespace, data: FaceDataModule | Non
     after = hparams.get("assistant_after_epoch")
     epochs = 1 if args.quick else (args.rim_epochs if after is None else after)
     hparams = hparams | {"use_assistant": False, "assistant_after_epoch": None, "assistant_backbone_kwargs": None}
-    if data is None:
-        pl.seed_everything(0, workers=True)
-        data = CachedFaces(
-            num_identities=10 if args.quick else 100,
-            images_per_identity=6 if args.quick else 30,
-            synthetic_pairs=40 if args.quick else 600,
-            **data_kwargs(args.probe),
-        )
-        data.setup("fit")
+    data = training_data(args, args.probe) if data is None else data
     rim = RIM(**hparams)
     seconds = _fit(rim, data, epochs, args.quick, "(e) FHN + student, trained without the assistant")
     _save(rim, args.out / WITHOUT_ASSISTANT)
@@ -315,14 +321,7 @@ def assistant_phase(args: argparse.Namespace) -> None:
     rim = RIM(**hparams)
     missing, unexpected = rim.load_state_dict(state, strict=args.assistant_width is None)
     assert not unexpected and all(k.startswith("assistant.") for k in missing)
-    pl.seed_everything(0, workers=True)
-    data = CachedFaces(
-        num_identities=10 if args.quick else 100,
-        images_per_identity=6 if args.quick else 30,
-        synthetic_pairs=40 if args.quick else 600,
-        **data_kwargs(args.probe),
-    )
-    data.setup("fit")
+    data = training_data(args, args.probe)
     _fit(
         rim, data, 1 if args.quick else args.assistant_epochs, args.quick, "assistant alone on the frozen FHN + student"
     )
@@ -338,15 +337,7 @@ def capacity(args: argparse.Namespace) -> None:
     pairs, with a paired bootstrap of the difference and the residual table of :func:`residual_energy`.
     """
     started = time.time()
-    pl.seed_everything(0, workers=True)
-    data = CachedFaces(
-        num_identities=10 if args.quick else 100,
-        images_per_identity=6 if args.quick else 30,
-        synthetic_pairs=args.pairs,
-        synthetic_pair_identities=args.pair_identities,
-        **data_kwargs(HR),
-    )
-    data.setup("fit")
+    data = training_data(args, HR, synthetic_pairs=args.pairs, synthetic_pair_identities=args.pair_identities)
     weights = args.assistant_block_weights
     hrn = hrn_kwargs(data.num_classes, args.out / "teacher.ckpt", HR, args.student_width)
     epochs = 1 if args.quick else args.student_epochs
@@ -458,15 +449,7 @@ def main() -> None:
     quick = args.quick
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    pl.seed_everything(0, workers=True)
-
-    data = CachedFaces(
-        num_identities=10 if quick else 100,
-        images_per_identity=6 if quick else 30,
-        synthetic_pairs=40 if quick else 600,
-        **data_kwargs(args.probe),
-    )
-    data.setup("fit")
+    data = training_data(args, args.probe)
     epochs_t, epochs_s, epochs_r = (1, 1, 1) if quick else (args.teacher_epochs, args.student_epochs, args.rim_epochs)
     after = args.assistant_after_epoch
     if quick and after is not None:
