@@ -296,12 +296,12 @@ def reevaluate(args: argparse.Namespace) -> None:
     (args.out / f"results_reevaluated_{args.pairs}_{Path(args.checkpoint).stem}.md").write_text(text + "\n")
 
 
-def train_without_assistant(args: argparse.Namespace, data: FaceDataModule | None = None) -> tuple[RIM, float]:
+def train_without_assistant(
+    args: argparse.Namespace, hparams: dict[str, Any], data: FaceDataModule | None = None
+) -> tuple[RIM, float]:
     """Table 1's (e) as the paper trains it (§4.1: each combination of sub-nets "trained respectively"): the run's RIM
-    (``--out``/rim.ckpt hyper-parameters) with ``use_assistant: false``, trained on its own for as many epochs as the
-    run's FHN and student; saved as ``rim_without_assistant.ckpt`` for ``--reevaluate``. Returns it and its training
-    time."""
-    hparams = torch.load(args.out / "rim.ckpt", map_location="cpu", weights_only=True)["hyper_parameters"]
+    (its ``hparams``) with ``use_assistant: false``, trained on its own for as many epochs as the run's FHN and
+    student; saved as ``rim_without_assistant.ckpt`` for ``--reevaluate``. Returns it and its training time."""
     after = hparams.get("assistant_after_epoch")
     epochs = 1 if args.quick else (args.rim_epochs if after is None else after)
     hparams = hparams | {"use_assistant": False, "assistant_after_epoch": None, "assistant_backbone_kwargs": None}
@@ -448,7 +448,8 @@ def main() -> None:
         assistant_phase(args)
         return
     if args.without_assistant:
-        train_without_assistant(args)
+        checkpoint = torch.load(args.out / "rim.ckpt", map_location="cpu", weights_only=True)
+        train_without_assistant(args, checkpoint["hyper_parameters"])
         return
     quick = args.quick
     args.out.mkdir(parents=True, exist_ok=True)
@@ -502,7 +503,7 @@ def main() -> None:
     rim.eval_mode = "rim"
     _save(rim, args.out / "rim.ckpt")
     # Table 1's (e) as the paper trains it: FHN + student on their own, after RIM (RIM's seed stream unchanged).
-    alone, timings["rim_without_assistant"] = train_without_assistant(args, data)
+    alone, timings["rim_without_assistant"] = train_without_assistant(args, dict(rim.hparams), data)
     results["alone"] = _test(alone, data, quick)
 
     key = f"test_acc_synthetic_hr_lr_{args.probe}px"

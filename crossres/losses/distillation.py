@@ -96,6 +96,10 @@ class ResidualDistillationLoss(nn.Module):
         self.detach_student = detach_student
         self.block_weights = None if block_weights is None else [float(w) for w in block_weights]
 
+    def weights(self, num_blocks: int) -> list[float]:
+        """The weight ``w_k`` of each of ``num_blocks`` blocks (all 1 unless ``block_weights`` was given)."""
+        return self.block_weights or [1.0] * num_blocks
+
     def forward(self, teacher: Sequence[Tensor], student: Sequence[Tensor], assistant: Sequence[Tensor]) -> Tensor:
         """Assistant loss.
 
@@ -115,7 +119,7 @@ class ResidualDistillationLoss(nn.Module):
                 f"Eq. (12): teacher, student and assistant need the same number K >= 1 of block outputs, got "
                 f"{len(teacher)}, {len(student)} and {len(assistant)}"
             )
-        weights = self.block_weights or [1.0] * len(teacher)
+        weights = self.weights(len(teacher))
         if len(weights) != len(teacher):
             raise ValueError(f"Eq. (12): {len(weights)} block_weights for {len(teacher)} blocks")
         total: Tensor | None = None

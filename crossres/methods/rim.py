@@ -78,7 +78,8 @@ class RIM(CrossResMethod):
         * Schedule: §3.3 trains every sub-net jointly, end to end (the default); §3.2 uses the assistant "after
           assistant and student network reaching their optima". ``assistant_after_epoch: N`` is that second reading:
           the assistant joins at epoch ``N``, alone, on the frozen student's residuals. On synthetic faces the joint
-          assistant adds nothing measurable and the sequential one +1.02 points (``experiments/README.md``, RIM).
+          assistant adds nothing measurable at inference; the sequential one adds +1.02 points where the student
+          sees the HR face, at most +0.24 (within noise) behind FHN (``experiments/README.md``, RIM).
         * Blocks (§4): the 4 stages of each (ResNet-like) backbone. The paper picks networks whose block outputs
           agree; where a student's or assistant's channels differ from the teacher's, a 1x1 convolution maps each
           block output to the teacher's channels (the spatial sizes must agree). The assistant's adapters train with
@@ -457,7 +458,7 @@ class RIM(CrossResMethod):
                 if not self._finite({"assistant": losses["assistant"]}):
                     return
                 self._step(opts["assistant"], losses["assistant"])
-            weights = self.assistant_loss.block_weights or [1.0] * len(energy)
+            weights = self.assistant_loss.weights(len(energy))
             total_energy = sum(w * e for w, e in zip(weights, energy, strict=True))
             recognition = recognition + losses["assistant"].detach() / total_energy
             if probe.grad is not None and probe_grad is not None:
