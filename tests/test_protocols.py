@@ -100,3 +100,19 @@ def test_build_protocols_specs(tmp_path):
 def test_build_protocols_errors(spec, match):
     with pytest.raises(ValueError, match=match):
         build_protocols([spec], num_pairs=4)
+
+
+def test_knoche_sizes_scaled_to_other_faces(tmp_path):
+    (tmp_path / "low_res_focus.csv").write_text("112,5,112,10,112,8\n")
+    at_112 = build_protocols(["low_res_focus"], num_pairs=3, csv_dir=tmp_path)["low_res_focus"]
+    assert at_112[:, 0].tolist() == [5, 10, 8]
+    # The default keeps the framing: a 150 px face scales every side by 150 / 112.
+    at_150 = build_protocols(["low_res_focus"], num_pairs=3, hr_size=(150, 150), csv_dir=tmp_path)["low_res_focus"]
+    assert at_150[:, 0].tolist() == [round(5 * 150 / 112), round(10 * 150 / 112), round(8 * 150 / 112)]
+    scaled = build_protocols(
+        ["low_res_focus", 14], num_pairs=3, hr_size=(150, 150), csv_dir=tmp_path, knoche_scale=1.25
+    )
+    assert scaled["low_res_focus"][:, 0].tolist() == [6, 12, 10]
+    assert scaled["14px"][:, 0].tolist() == [14, 14, 14]  # fixed sizes are the caller's, never scaled
+    with pytest.raises(ValueError, match="knoche_scale"):
+        build_protocols(["low_res_focus"], num_pairs=3, csv_dir=tmp_path, knoche_scale=0)

@@ -149,6 +149,8 @@ class FaceDataModule(pl.LightningDataModule):
             Knoche protocol names (``low_res_focus``, ``mid_res_focus``, ``high_res_focus``, ``avg_sizes``).
         protocol_dir: root of the Knoche protocol CSVs (``<protocol_dir>/LFW/low_res_focus.csv``); without
             it, the Knoche ranges are drawn with ``seed``.
+        knoche_scale: factor from the Knoche sizes (sides of 112 px ArcFace crops) to this data's faces (``None``:
+            ``image_size[0] / 112``); dlib's 150 px chips frame the face wider, see ``docs/real_faces.md``.
         lr_policy: how training LR sizes are drawn: ``"fixed"`` (``lr_sizes[0]``), ``"choice"`` or
             ``"range"`` (``lr_sizes = [lo, hi]``).
         lr_sizes: training LR sizes (ints or ``[h, w]`` pairs).
@@ -199,6 +201,7 @@ class FaceDataModule(pl.LightningDataModule):
         synthetic_pair_identities: int = 50,
         protocols: list[int | str] | None = None,
         protocol_dir: str | None = None,
+        knoche_scale: float | None = None,
         lr_policy: Literal["fixed", "choice", "range"] = "choice",
         lr_sizes: list[int | list[int]] | None = None,
         lr_per: Literal["sample", "batch"] = "sample",
@@ -311,7 +314,12 @@ class FaceDataModule(pl.LightningDataModule):
         from crossres.data.protocols import build_protocols
 
         protocols = build_protocols(
-            self.protocols, num_pairs=len(pairs), hr_size=self.image_size, seed=self.hparams["seed"], csv_dir=csv_dir
+            self.protocols,
+            num_pairs=len(pairs),
+            hr_size=self.image_size,
+            seed=self.hparams["seed"],
+            csv_dir=csv_dir,
+            knoche_scale=self.hparams.get("knoche_scale"),
         )
         self._pair_sets[spec] = PairDataset(pairs, protocols)
         return self._pair_sets[spec]

@@ -132,6 +132,7 @@ def build_protocols(
     hr_size: tuple[int, int] = (112, 112),
     seed: int = 0,
     csv_dir: str | Path | None = None,
+    knoche_scale: float | None = None,
 ) -> dict[str, Tensor]:
     """Turn protocol specs into per-pair LR sizes.
 
@@ -145,6 +146,10 @@ def build_protocols(
         hr_size: HR image size ``(H, W)``.
         seed: seed of drawn Knoche sizes (``knoche_sizes(name, P, seed)``).
         csv_dir: folder of the btm-stm CSVs for this pair set (e.g. ``.../btm-stm/LFW``).
+        knoche_scale: Knoche sizes are sides of 112 px ArcFace crops; on faces of another framing each side is
+            multiplied by this factor and rounded (at least 1 px, at most the HR height), so that the face keeps the
+            same number of pixels. ``None``: ``H / 112`` (the same framing at another size). For dlib's 150 px
+            chips use :data:`crossres.data.align.DLIB150_KNOCHE_SCALE` (the ratio of the eye distances).
 
     Returns:
         Protocol name -> ``(P, 2)`` long tensor of LR sizes ``(h, w)``, in spec order.
@@ -154,16 +159,19 @@ def build_protocols(
             pairs, or sizes below 1 or above the HR size.
     """
     hr_size = (int(hr_size[0]), int(hr_size[1]))
+    scale = hr_size[0] / _KNOCHE_HR_SIDE if knoche_scale is None else float(knoche_scale)
+    if not scale > 0:
+        raise ValueError(f"knoche_scale must be positive, got {knoche_scale}")
     protocols: dict[str, Tensor] = {}
     for spec in specs:
-        name, sizes = _build_one(spec, num_pairs, hr_size, seed, csv_dir)
+        name, sizes = _build_one(spec, num_pairs, hr_size, seed, csv_dir, scale)
         _check_range(name, sizes, hr_size)
         protocols[name] = sizes
     return protocols
 
 
 def _build_one(
-    spec: int | str, num_pairs: int, hr_size: tuple[int, int], seed: int, csv_dir: str | Path | None
+    spec: int | str, num_pairs: int, hr_size: tuple[int, int], seed: int, csv_dir: str | Path | None, scale: float
 ) -> tuple[str, Tensor]:
     if isinstance(spec, bool):
         raise ValueError(f"protocol spec {spec!r} is a bool; {_VALID_FORMS}")
@@ -188,6 +196,8 @@ def _build_one(
                 raise ValueError(f"{csv}: has {sides.numel()} pairs, the pair set has {num_pairs}")
         else:
             sides = knoche_sizes(text, num_pairs, seed=seed)
+        if scale != 1.0:
+            sides = torch.round(sides.double() * scale).long().clamp(1, hr_size[0])
         return text, _side_to_hw(sides, hr_size)
     raise ValueError(f"unknown protocol spec {spec!r}; {_VALID_FORMS}")
 
