@@ -122,7 +122,8 @@ def test_reader_reads_back_a_tiny_network() -> None:
               | {"stride_y": 1, "stride_x": 1}), ("relu", None, {}), ("tag", None, {}), ("affine", affine, {}),
               ("con", conv, con)]  # fmt: skip
     parsed = read_network(dlib_bytes(layers), [kind for kind, _, _ in layers], "tiny.dat")
-    assert [layer.kind for layer in parsed] == ["loss_metric", "fc", "avg_pool", "relu", "tag", "affine", "con", "input"]
+    kinds = [layer.kind for layer in parsed]
+    assert kinds == ["loss_metric", "fc", "avg_pool", "relu", "tag", "affine", "con", "input"]
     loss, fc_read, pool, _, _, affine_read, con_read, input_layer = parsed
     assert loss.attrs == {"margin": np.float32(0.04), "distance_threshold": np.float32(0.6)}
     assert input_layer.attrs == {"avg_red": np.float32(122.782), "avg_green": np.float32(117.001),
@@ -155,7 +156,7 @@ def test_truncated_file_names_the_offset(tmp_path: Path) -> None:
     for cut in (1, 40, 300, len(data) // 2, len(data) - 1):
         path = tmp_path / "cut.dat"
         path.write_bytes(data[:cut])
-        with pytest.raises(DlibFormatError, match=rf"cut\.dat: expected .* at byte \d+, found the end of the file"):
+        with pytest.raises(DlibFormatError, match=r"cut\.dat: expected .* at byte \d+, found the end of the file"):
             load_dlib_resnet_weights(DlibResNet(), path)
     path.write_bytes(data + b"\x00")
     with pytest.raises(DlibFormatError, match=rf"expected the end of the file at byte {len(data)}, found 1 more"):
