@@ -207,6 +207,20 @@ def test_untrained_backbone_trains_in_channels_last() -> None:
         torch.testing.assert_close(model(x.to(memory_format=torch.channels_last)), reference, rtol=1e-4, atol=1e-5)
 
 
+def test_blockwise_view_for_rim() -> None:
+    from crossres.nn.distillation import AdaptedBlocks, BlockwiseBackbone
+
+    model = _randomised(DlibResNet()).eval()
+    x = torch.rand(1, 3, 150, 150)
+    with torch.no_grad():
+        reference = model(x)
+        teacher = BlockwiseBackbone(model)
+        assert teacher.shapes == [(64, 17, 17), (128, 8, 8), (256, 4, 4), (256, 2, 2)]
+        torch.testing.assert_close(teacher.embed(x), reference)
+        student = BlockwiseBackbone(build_backbone(DLIB_RESNET), keep_head=False)
+        assert [f.shape[1:] for f in AdaptedBlocks(student, teacher.shapes, "student")(x)] == teacher.shapes
+
+
 def test_backbone_arguments() -> None:
     model = build_backbone(DLIB_RESNET, embedding_size=64, image_size=(112, 112))
     assert model(torch.rand(1, 3, 112, 112)).shape == (1, 64)

@@ -165,10 +165,37 @@ class DlibResNet(nn.Module):
         Returns:
             ``(B, embedding_size)`` descriptors, not normalised.
         """
+        return self.head(self.forward_blocks(x)[-1])
+
+    def forward_blocks(self, x: Tensor) -> list[Tensor]:
+        """The outputs of four blocks, for block-wise distillation (RIM's ``K = 4``).
+
+        Block 1 is the stem, ``layer1`` and ``layer2`` (dlib's ``alevel4``, ``alevel3``); blocks 2-4 are ``layer3``
+        .. ``layer5``.
+
+        Args:
+            x: RGB images in ``[0, 1]``, shape ``(B, 3, H, W)``.
+
+        Returns:
+            Four feature maps ``(B, C_k, H_k, W_k)``.
+        """
         x = (x * 255.0 - self.pixel_mean) / 256.0
         x = F.max_pool2d(F.relu(self.affine1(self.conv1(x))), 3, 2)
-        x = self.layer5(self.layer4(self.layer3(self.layer2(self.layer1(x)))))
-        return self.fc(x.mean(dim=(2, 3)))
+        outputs = [self.layer2(self.layer1(x))]
+        for level in (self.layer3, self.layer4, self.layer5):
+            outputs.append(level(outputs[-1]))
+        return outputs
+
+    def head(self, feature_map: Tensor) -> Tensor:
+        """Descriptor from a last-block map: ``avg_pool_everything`` then ``fc_no_bias``.
+
+        Args:
+            feature_map: ``(B, C, H, W)``.
+
+        Returns:
+            ``(B, embedding_size)``.
+        """
+        return self.fc(feature_map.mean(dim=(2, 3)))
 
     def dlib_layers(self) -> list[tuple[str, nn.Module | None, dict[str, int]]]:
         """The network's layers as dlib serialises them, from below the loss down to the input layer.
