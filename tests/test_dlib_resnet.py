@@ -38,7 +38,8 @@ def _str(text: str) -> bytes:
 
 def _tensor(values: np.ndarray | None = None, dims: tuple[int, ...] | None = None) -> bytes:
     values = np.zeros(0, np.float32) if values is None else np.asarray(values, np.float32)
-    dims = dims or (values.size, 1, 1, 1) if values.size else (0, 0, 0, 0)
+    if dims is None:
+        dims = (values.size, 1, 1, 1) if values.size else (0, 0, 0, 0)
     return _int(2) + b"".join(_int(d) for d in dims) + values.astype("<f4").tobytes()
 
 
@@ -90,16 +91,24 @@ def _details(kind: str, module: nn.Module | None, settings: dict[str, int]) -> b
 _STATE = b"000" + _tensor() * 3  # add_layer: three flags, x_grad, cached_output, params_grad
 
 
-def dlib_bytes(layers: list[tuple[str, nn.Module | None, dict[str, int]]], size: int = 150) -> bytes:
-    """A network file as dlib's ``serialize(net)`` writes it, for ``layers`` top-down (as ``dlib_layers()``)."""
+def dlib_bytes(
+    layers: list[tuple[str, nn.Module | None, dict[str, int]]], size: int = 150, details: dict[int, bytes] | None = None
+) -> bytes:
+    """A network file as dlib's ``serialize(net)`` writes it, for ``layers`` top-down (as ``dlib_layers()``).
+
+    ``details`` replaces the details of the layers at those indices.
+    """
+    details = details or {}
     out = _int(1) + _str("loss_metric_2") + _float(0.04) + _float(0.6)
     for kind, _, _ in layers[:-1]:
         out += _int(1 if kind in ("tag", "skip") else 2)
     out += _int(3) + _str("input_rgb_image_sized") + b"".join(_float(m) for m in DLIB_PIXEL_MEAN)
-    out += _int(size) + _int(size) + _details(*layers[-1]) + _STATE + _int(1)
-    for kind, module, settings in reversed(layers[:-1]):
+    bottom = len(layers) - 1
+    out += _int(size) + _int(size) + details.get(bottom, _details(*layers[-1])) + _STATE + _int(1)
+    for index in reversed(range(bottom)):
+        kind, module, settings = layers[index]
         if kind not in ("tag", "skip"):
-            out += _details(kind, module, settings) + _STATE
+            out += details.get(index, _details(kind, module, settings)) + _STATE
     return out
 
 
@@ -135,6 +144,22 @@ def test_reader_reads_back_a_tiny_network() -> None:
     assert np.array_equal(affine_read.tensors["gamma"], _numpy(affine.weight))
     assert np.array_equal(affine_read.tensors["beta"], _numpy(affine.bias))
     assert np.array_equal(fc_read.tensors["weight"], _numpy(fc.weight)) and not fc_read.attrs["has_bias"]
+
+
+def test_batch_norm_is_folded_into_the_affine() -> None:
+    # dlib's affine_ loads a saved bn_con2 as gamma / sqrt(running_var + eps) and beta - that * running_mean.
+    gamma, beta = np.array([1.5, -2.0], np.float32), np.array([0.25, 3.0], np.float32)
+    mean, var, eps = np.array([0.5, -1.0], np.float32), np.array([4.0, 0.25], np.float32), 1e-4
+    stats = b"".join(_tensor(t) for t in (np.zeros(2), np.ones(2), mean, var))  # means, invstds, running stats
+    rates = _float(1) + _float(1) + _float(1) + _float(0)
+    bn_con2 = _str("bn_con2") + _tensor(np.concatenate([gamma, beta])) + _alias(1, 2, 1, 1) * 2 + stats
+    bn_con2 += _int(100) + _int(1000) + rates + _float(eps)
+    con = {"num_filters": 2, "nr": 3, "nc": 3, "stride_y": 1, "stride_x": 1, "padding_y": 1, "padding_x": 1}
+    layers = [("affine", ChannelAffine(2), {}), ("con", nn.Conv2d(3, 2, 3, padding=1), con)]
+    affine = read_network(dlib_bytes(layers, details={0: bn_con2}), ["affine", "con"], "bn.dat")[1]
+    scale = gamma / np.sqrt(var + np.float32(eps))
+    np.testing.assert_allclose(affine.tensors["gamma"], scale, rtol=1e-6)
+    np.testing.assert_allclose(affine.tensors["beta"], beta - scale * mean, rtol=1e-6)
 
 
 def test_whole_network_round_trip(tmp_path: Path) -> None:

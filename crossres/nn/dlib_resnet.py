@@ -18,7 +18,14 @@ from torch import Tensor, nn
 
 from crossres.nn.dlib_format import DlibFormatError, DlibLayer, read_network_file
 
-__all__ = ["DLIB_PIXEL_MEAN", "ChannelAffine", "DlibResNet", "DlibResidualBlock", "load_dlib_resnet_weights"]
+__all__ = [
+    "DLIB_PIXEL_MEAN",
+    "ChannelAffine",
+    "DlibResNet",
+    "DlibResidualBlock",
+    "dlib_resnet",
+    "load_dlib_resnet_weights",
+]
 
 DLIB_PIXEL_MEAN = (122.782, 117.001, 104.298)
 """``input_rgb_image_sized``'s mean pixel (R, G, B) in 0-255; it then divides by 256."""
