@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from crossres.nn import DLIB_RESNET, DlibFormatError, DlibResNet, build_backbone
 from crossres.nn.dlib_format import read_network
 from crossres.nn.dlib_resnet import DLIB_PIXEL_MEAN, ChannelAffine, load_dlib_resnet_weights
 
-LFW = Path(__file__).resolve().parents[1] / "data" / "lfw" / "images_deepfunneled"
+# LFW photos are used when present: CROSSRES_LFW, else data/lfw/images_deepfunneled of the checkout.
+LFW = Path(os.environ.get("CROSSRES_LFW", Path(__file__).resolve().parents[1] / "data/lfw/images_deepfunneled"))
 LFW_PEOPLE = ("Aaron_Eckhart", "Serena_Williams", "Colin_Powell", "Gloria_Macapagal_Arroyo")
 
 
@@ -268,11 +270,13 @@ def test_missing_models_package_names_the_extra(monkeypatch: pytest.MonkeyPatch)
 
 # ------------------------------------------------------------------------ against dlib on real photos
 def _photos() -> list[tuple[str, np.ndarray]]:
-    data = pytest.importorskip("skimage.data", reason="the astronaut photo ships with scikit-image")
-    photos = [("astronaut", data.astronaut())]
-    if LFW.is_dir():
-        from PIL import Image
+    import matplotlib
+    from PIL import Image
 
+    data = pytest.importorskip("skimage.data", reason="the astronaut photo ships with scikit-image")
+    hopper = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"  # ships with matplotlib
+    photos = [("astronaut", data.astronaut()), ("grace_hopper", np.asarray(Image.open(hopper).convert("RGB")))]
+    if LFW.is_dir():
         for person in LFW_PEOPLE:
             image = LFW / person / f"{person}_0001.jpg"
             if image.is_file():
