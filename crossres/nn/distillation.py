@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from crossres.nn.backbones import IResNet
+from crossres.nn.dlib_resnet import DlibResNet
 
 __all__ = ["AdaptedBlocks", "BlockAdapters", "BlockwiseBackbone", "check_block_shapes"]
 
@@ -30,12 +31,14 @@ class BlockwiseBackbone(nn.Module):
     """A backbone split into its ``K = 4`` residual stages, with the embedding head kept apart.
 
     For an :class:`~crossres.nn.backbones.IResNet`, block 1 is the stem and ``layer1``, blocks 2-4 are ``layer2`` ..
-    ``layer4``; the head is ``bn2 -> flatten -> dropout -> fc -> features``. For a timm model, the blocks are the four
-    last feature levels of ``forward_intermediates`` and the head is ``forward_head``. The backbone itself is kept
-    under ``net`` (state-dict keys ``net.<backbone keys>``), so pretrained weights load into ``self.net``.
+    ``layer4``; the head is ``bn2 -> flatten -> dropout -> fc -> features``. For ``dlib_resnet``, the blocks and
+    head are :meth:`~crossres.nn.dlib_resnet.DlibResNet.forward_blocks` and ``head``. For a timm model, the blocks
+    are the four last feature levels of ``forward_intermediates`` and the head is ``forward_head``. The backbone
+    itself is kept under ``net`` (state-dict keys ``net.<backbone keys>``), so pretrained weights load into
+    ``self.net``.
 
     Args:
-        backbone: a module made by :func:`crossres.nn.build_backbone` (IResNet or timm with
+        backbone: a module made by :func:`crossres.nn.build_backbone` (IResNet, DlibResNet or timm with
             ``forward_intermediates``), with an ``image_size`` attribute.
         keep_head: keep the embedding head (the teacher); ``False`` drops it (students and assistants use the
             teacher's head on their summed maps), so no parameter is left without a gradient.
@@ -47,15 +50,18 @@ class BlockwiseBackbone(nn.Module):
     def __init__(self, backbone: nn.Module, keep_head: bool = True) -> None:
         super().__init__()
         self.is_iresnet = isinstance(backbone, IResNet)
-        if not self.is_iresnet and not hasattr(backbone, "forward_intermediates"):
+        self.is_dlib = isinstance(backbone, DlibResNet)
+        if not self.is_iresnet and not self.is_dlib and not hasattr(backbone, "forward_intermediates"):
             raise ValueError(
                 f"cannot split {type(backbone).__name__} into {NUM_BLOCKS} blocks: use an iresnet or a timm model "
-                "with forward_intermediates (e.g. resnet18)"
+                "with forward_intermediates (e.g. resnet18), or dlib_resnet"
             )
         self.net = backbone
         self.has_head = keep_head
         if not keep_head:
-            if self.is_iresnet:
+            if self.is_dlib:
+                backbone.fc = nn.Identity()
+            elif self.is_iresnet:
                 for name in ("bn2", "dropout", "fc", "features"):
                     setattr(backbone, name, nn.Identity())
             else:
@@ -80,8 +86,10 @@ class BlockwiseBackbone(nn.Module):
         Returns:
             ``K`` feature maps ``(B, C_k, H_k, W_k)``.
         """
-        x = _normalise(images)
         net = self.net
+        if isinstance(net, DlibResNet):
+            return net.forward_blocks(images)  # normalises its input as dlib does
+        x = _normalise(images)
         if not self.is_iresnet:
             return list(net.forward_intermediates(x, indices=NUM_BLOCKS, intermediates_only=True))  # type: ignore[operator]
         assert isinstance(net, IResNet)
@@ -107,6 +115,8 @@ class BlockwiseBackbone(nn.Module):
         if not self.has_head:
             raise RuntimeError("this BlockwiseBackbone was built with keep_head=False and has no embedding head")
         net = self.net
+        if isinstance(net, DlibResNet):
+            return net.head(feature_map)
         if not self.is_iresnet:
             return net.forward_head(feature_map)  # type: ignore[operator]
         assert isinstance(net, IResNet)
