@@ -135,7 +135,7 @@ class CrossResMethod(pl.LightningModule):
         targets: list[nn.Module] = []
         for _, module in self.named_modules():
             kind = type(module).__module__
-            is_backbone = kind in ("crossres.nn.backbones", "crossres.nn.distillation") or kind.startswith("timm.")
+            is_backbone = kind in _BACKBONE_MODULES or kind.startswith("timm.")
             if is_backbone and not any(_is_inside(module, outer) for outer in targets):
                 targets.append(module)
         return targets
@@ -336,6 +336,9 @@ class CrossResMethod(pl.LightningModule):
             out[f"lr1_{protocol}"] = self.eval_embed_lr(lr1, size)
             out[f"lr2_{protocol}"] = self.eval_embed_lr(batch["lr2"][protocol], size)
         return out
+
+
+_BACKBONE_MODULES = ("crossres.nn.backbones", "crossres.nn.dlib_resnet", "crossres.nn.distillation")
 
 
 def _model_buffers(module: nn.Module) -> list[Tensor]:
