@@ -489,6 +489,17 @@ def _decode(photo: Path, decoder: Decoder) -> Tensor:
 
 
 @contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Run torch on one thread: a photo's tensors are small, and idle extra threads spin on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextmanager
 def _progress(total: int, enabled: bool) -> Iterator[Any]:
     """A rich progress bar on stderr (silent when stderr is not a terminal); yields ``advance(status)``."""
     from rich.console import Console
@@ -606,7 +617,7 @@ def detect_align_folder(
     several: list[tuple[str, int, int]] = []
     found_by = dict.fromkeys(stage_names, 0)
     aligned_images = 0
-    with _progress(len(photos), progress) as advance:
+    with _progress(len(photos), progress) as advance, _one_torch_thread():
         for index, photo in enumerate(photos):
             relative = photo.relative_to(src)
             name = relative.as_posix()
