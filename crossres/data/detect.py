@@ -619,50 +619,52 @@ def detect_align_folder(
     aligned_images = 0
     with _progress(len(photos), progress) as advance, _one_torch_thread():
         for index, photo in enumerate(photos):
-            relative = photo.relative_to(src)
-            name = relative.as_posix()
-            advance(f"{len(entries)} faces, {len(skipped)} skipped")
             try:
-                image = _decode(photo, decoder)
-            except (RuntimeError, OSError, ValueError) as err:
-                skipped.append((name, f"unreadable: {err}".replace("\n", " "), 0))
-                continue
-            array = to_dlib_image(image)
-            faces = detector(array)
-            kept = select_faces(faces, multi_face, (image.shape[1], image.shape[2]))
-            if not faces:
-                skipped.append((name, "no face", 0))
-                continue
-            if not kept:
-                skipped.append((name, f"{len(faces)} faces (multi_face=skip)", len(faces)))
-                continue
-            if len(faces) > 1:
-                several.append((name, len(faces), len(kept)))
-            aligned_images += 1
-            found_by[faces[0].detector] = found_by.get(faces[0].detector, 0) + 1
-            for k, face in enumerate(kept):
-                out_rel = output_file(relative, ext)
-                if len(kept) > 1:
-                    out_rel = out_rel.with_name(f"{out_rel.stem}_{k}{out_rel.suffix}")
-                dlib5 = predict_dlib5(array, face.box) if template == "dlib150" else None
-                crop, matrix = cut_face(image, face.five if dlib5 is None else dlib5, template, size, weights)
-                write_image(dst / out_rel, crop, quality)
-                entry: dict[str, Any] = {
-                    "source": name,
-                    "face": faces.index(face),
-                    "faces": len(faces),
-                    "detector": face.detector,
-                    "box": [round(v, 1) for v in face.box],
-                    "score": round(face.score, 4),
-                    "five": _rounded(_apply(matrix, face.five)),
-                    "landmarks": _rounded(_apply(matrix, face.landmarks)),
-                    "matrix": [[round(float(v), 6) for v in row] for row in matrix.tolist()],
-                }
-                if dlib5 is not None:
-                    entry["dlib5"] = _rounded(_apply(matrix, dlib5))
-                entries[out_rel.as_posix()] = entry
-            if (index + 1) % 500 == 0:
-                log.info("detect_align_folder: %d/%d photos, %d faces", index + 1, len(photos), len(entries))
+                relative = photo.relative_to(src)
+                name = relative.as_posix()
+                try:
+                    image = _decode(photo, decoder)
+                except (RuntimeError, OSError, ValueError) as err:
+                    skipped.append((name, f"unreadable: {err}".replace("\n", " "), 0))
+                    continue
+                array = to_dlib_image(image)
+                faces = detector(array)
+                kept = select_faces(faces, multi_face, (image.shape[1], image.shape[2]))
+                if not faces:
+                    skipped.append((name, "no face", 0))
+                    continue
+                if not kept:
+                    skipped.append((name, f"{len(faces)} faces (multi_face=skip)", len(faces)))
+                    continue
+                if len(faces) > 1:
+                    several.append((name, len(faces), len(kept)))
+                aligned_images += 1
+                found_by[faces[0].detector] = found_by.get(faces[0].detector, 0) + 1
+                for k, face in enumerate(kept):
+                    out_rel = output_file(relative, ext)
+                    if len(kept) > 1:
+                        out_rel = out_rel.with_name(f"{out_rel.stem}_{k}{out_rel.suffix}")
+                    dlib5 = predict_dlib5(array, face.box) if template == "dlib150" else None
+                    crop, matrix = cut_face(image, face.five if dlib5 is None else dlib5, template, size, weights)
+                    write_image(dst / out_rel, crop, quality)
+                    entry: dict[str, Any] = {
+                        "source": name,
+                        "face": faces.index(face),
+                        "faces": len(faces),
+                        "detector": face.detector,
+                        "box": [round(v, 1) for v in face.box],
+                        "score": round(face.score, 4),
+                        "five": _rounded(_apply(matrix, face.five)),
+                        "landmarks": _rounded(_apply(matrix, face.landmarks)),
+                        "matrix": [[round(float(v), 6) for v in row] for row in matrix.tolist()],
+                    }
+                    if dlib5 is not None:
+                        entry["dlib5"] = _rounded(_apply(matrix, dlib5))
+                    entries[out_rel.as_posix()] = entry
+                if (index + 1) % 500 == 0:
+                    log.info("detect_align_folder: %d/%d photos, %d faces", index + 1, len(photos), len(entries))
+            finally:
+                advance(f"{len(entries)} faces, {len(skipped)} skipped")
     dst.mkdir(parents=True, exist_ok=True)
     (dst / "landmarks.json").write_text(json.dumps(entries, indent=1) + "\n")
     with (dst / "skipped.csv").open("w", newline="") as f:
