@@ -8,6 +8,7 @@ Examples:
     crossres export --format folder --out data/faces --from-folder data/raw_faces
     crossres align data/raw data/aligned --landmarks data/raw/landmarks.json --size 112x112
     crossres align data/photos data/aligned --detector hog --multi-face largest   # needs crossres[dlib]
+    crossres align data/lfw data/lfw_dlib150 --template dlib150 --cascade hog:1,hog:2,mmod:1 --multi-face center
 """
 
 from __future__ import annotations
@@ -99,12 +100,13 @@ def _parser() -> argparse.ArgumentParser:
 
     align = commands.add_parser(
         "align",
-        help="detect faces and align them onto the ArcFace template (or align from given five landmarks)",
+        help="detect faces and align them onto the ArcFace template or cut dlib's chip (or use given landmarks)",
         description=(
             "Without --landmarks (needs the extra: pip install 'crossres[dlib]'): detect the faces of every photo "
             "of SRC with dlib, find their 68 landmarks, align the eyes, nose tip and mouth corners onto the ArcFace "
-            "template and write DST with the same relative paths, plus DST/landmarks.json (5 and 68 landmarks of "
-            "every aligned face), DST/skipped.csv (photos not aligned, with the reason) and DST/multi_face.csv. "
+            "template (--template dlib150: cut dlib's 150x150 recogniser chip from dlib's 5-point predictor) and "
+            "write DST with the same relative paths, plus DST/landmarks.json (landmarks of every aligned face in "
+            "its crop), DST/skipped.csv (photos not aligned, with the reason) and DST/multi_face.csv. "
             "With --landmarks: warp every image of SRC that has five landmarks in FILE."
         ),
     )
@@ -114,9 +116,22 @@ def _parser() -> argparse.ArgumentParser:
         "--landmarks",
         type=Path,
         metavar="FILE",
-        help="JSON {path: [[x, y] * 5]} or CSV path,x1,y1,...,x5,y5; paths relative to SRC (default: detect)",
+        help="JSON {path: [[x, y] * 5]} or CSV path,x1,y1,...,x5,y5; paths relative to SRC (default: detect); "
+        "arcface: left eye centre, right eye centre, nose tip, left and right mouth corner (image left first); "
+        "dlib150: dlib's 5-point order: outer and inner corner of the image-right eye, outer and inner corner of "
+        "the image-left eye, base of the nose (iBUG 68 points 45, 42, 36, 39, 33)",
     )
-    align.add_argument("--size", type=_size, default=(112, 112), help="output HxW: 112x112 (default) or 112x96")
+    align.add_argument(
+        "--template",
+        choices=("arcface", "dlib150"),
+        default="arcface",
+        help="arcface (default): the ArcFace 5-point template at --size; dlib150: the 150x150 chip of dlib's face "
+        "recogniser, as dlib.get_face_chip(img, shape, 150, 0.25), from dlib's five points",
+    )
+    align.add_argument("--size", type=_size, default=None, help="output HxW: 112x112 (default) or 112x96 (arcface)")
+    align.add_argument(
+        "--ext", choices=("png", "jpg"), default=None, help="write every crop as PNG or JPEG (default: as the photo)"
+    )
     align.add_argument("--overwrite", action="store_true", help="replace existing output files")
     align.add_argument(
         "--point-weights",
@@ -129,17 +144,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     detection = align.add_argument_group("detection (without --landmarks)")
     detection.add_argument(
-        "--detector", choices=("hog", "mmod"), default="hog", help="dlib HOG (default, fast) or MMOD CNN (slow on CPU)"
+        "--detector", choices=("hog", "mmod"), default=None, help="dlib HOG (default, fast) or MMOD CNN (slow on CPU)"
     )
     detection.add_argument(
-        "--upsample", type=int, default=0, help="double the photo N times before detecting (finds smaller faces)"
+        "--upsample", type=int, default=None, help="double the photo N times before detecting (finds smaller faces)"
+    )
+    detection.add_argument(
+        "--cascade",
+        metavar="STAGES",
+        help="instead of --detector/--upsample: detectors tried in turn until one finds a face, comma-separated "
+        "<detector>:<upsample>, e.g. hog:1,hog:2,mmod:1 (dlib's LFW recipe); landmarks.json records the stage",
     )
     detection.add_argument("--min-score", type=float, default=0.0, help="drop detections scoring below this")
     detection.add_argument(
+        "--decoder",
+        choices=("torchvision", "dlib"),
+        default="torchvision",
+        help="JPEG decoder: torchvision (default, the same pixels as PIL) or dlib (dlib.load_rgb_image, what dlib's "
+        "own pipelines see; its JPEG pixels differ slightly)",
+    )
+    detection.add_argument(
         "--multi-face",
-        choices=("largest", "all", "skip"),
+        choices=("largest", "center", "all", "skip"),
         default="largest",
-        help="several faces in a photo: keep the largest (default), all, or skip the photo",
+        help="several faces in a photo: keep the largest (default), the one nearest the photo's centre (center, "
+        "for photos centred on their subject such as LFW), all, or skip the photo",
     )
     return parser
 
@@ -246,11 +275,21 @@ def _export(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------- align
 def _detect_align(args: argparse.Namespace) -> int:
-    from crossres.data.detect import FaceDetector, detect_align_folder
+    from crossres.data.detect import DetectorCascade, FaceDetector, detect_align_folder
 
-    if args.upsample < 0:
-        raise _UsageError(f"--upsample {args.upsample}: expected 0 or more")
-    detector = FaceDetector(args.detector, upsample=args.upsample, min_score=args.min_score)
+    detector: FaceDetector | DetectorCascade
+    if args.cascade is not None:
+        if args.detector is not None or args.upsample is not None:
+            raise _UsageError("--cascade lists the detectors and upsamplings; drop --detector/--upsample")
+        try:
+            detector = DetectorCascade.parse(args.cascade, min_score=args.min_score)
+        except ValueError as err:
+            raise _UsageError(f"--cascade: {err}") from None
+    else:
+        upsample = 0 if args.upsample is None else args.upsample
+        if upsample < 0:
+            raise _UsageError(f"--upsample {upsample}: expected 0 or more")
+        detector = FaceDetector(args.detector or "hog", upsample=upsample, min_score=args.min_score)
     counts = detect_align_folder(
         args.src,
         args.dst,
@@ -259,12 +298,16 @@ def _detect_align(args: argparse.Namespace) -> int:
         multi_face=args.multi_face,
         overwrite=args.overwrite,
         weights=args.point_weights,
+        template=args.template,
+        ext=args.ext,
+        decoder=args.decoder,
     )
+    stages = ", ".join(f"{k.split(' ', 1)[1]} {v}" for k, v in counts.items() if k.startswith("found_by "))
     print(
         f"aligned {counts['faces']} face(s) of {counts['aligned_images']} of {counts['images']} photo(s) into "
-        f"{args.dst} ({args.size[0]}x{args.size[1]}); landmarks in {args.dst / 'landmarks.json'}; "
-        f"{counts['skipped']} photo(s) skipped ({args.dst / 'skipped.csv'}); {counts['multi_face']} photo(s) with "
-        f"several faces, {args.multi_face} kept ({args.dst / 'multi_face.csv'})"
+        f"{args.dst} ({args.template}, {args.size[0]}x{args.size[1]}); photos found by {stages}; landmarks in "
+        f"{args.dst / 'landmarks.json'}; {counts['skipped']} photo(s) skipped ({args.dst / 'skipped.csv'}); "
+        f"{counts['multi_face']} photo(s) with several faces, {args.multi_face} kept ({args.dst / 'multi_face.csv'})"
     )
     if counts["aligned_images"] == 0:
         print(f"crossres align: error: no face was aligned; see {args.dst / 'skipped.csv'}", file=sys.stderr)
@@ -281,12 +324,27 @@ def _align(args: argparse.Namespace) -> int:
         point_weights(args.point_weights, 5)
     except ValueError as err:
         raise _UsageError(f"--point-weights: {err}") from None
+    if args.template == "dlib150":
+        if args.size not in (None, (150, 150)):
+            raise _UsageError("--size: --template dlib150 is dlib's 150x150 chip; drop --size")
+        if args.point_weights is not None:
+            raise _UsageError("--point-weights weigh the ArcFace fit; --template dlib150 fits dlib's five points")
+        args.size = (150, 150)
+    elif args.size is None:
+        args.size = (112, 112)
     if args.landmarks is None:
         return _detect_align(args)
     if not args.landmarks.is_file():
         raise _UsageError(f"--landmarks {args.landmarks}: no such file")
     counts = align_folder(
-        args.src, args.dst, args.landmarks, output_size=args.size, overwrite=args.overwrite, weights=args.point_weights
+        args.src,
+        args.dst,
+        args.landmarks,
+        output_size=args.size,
+        overwrite=args.overwrite,
+        weights=args.point_weights,
+        template=args.template,
+        ext=args.ext,
     )
     print(
         f"aligned {counts['aligned']} image(s) into {args.dst} ({args.size[0]}x{args.size[1]}); "

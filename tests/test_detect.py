@@ -19,12 +19,14 @@ from torchvision.io import encode_png
 
 from crossres.commands import run
 from crossres.data.align import arcface_template, estimate_similarity
+from crossres.data.chip import dlib5_from_68, dlib_chip_template, face_chip
 from crossres.data.detect import (
     DLIB_INSTALL_HINT,
     Face,
     dlib_model_path,
     five_from_68,
     load_landmarks68,
+    parse_cascade,
     require_dlib,
     select_faces,
 )
@@ -76,6 +78,41 @@ def test_select_faces() -> None:
     assert select_faces([], "largest") == []
     with pytest.raises(ValueError, match="multi_face"):
         select_faces([small], "first")  # type: ignore[arg-type]
+    # "center": the box whose centre is nearest the image centre, however small (LFW's subject, not a bystander).
+    centred = Face((45, 45, 55, 55), 0.5, torch.zeros(68, 2))
+    assert select_faces([large, centred, small], "center", (100, 100)) == [centred]
+    assert select_faces([large, small], "center", (100, 100)) == [large]  # centres tie: the larger
+    with pytest.raises(ValueError, match="image size"):
+        select_faces([large, small], "center")
+
+
+def test_parse_cascade() -> None:
+    assert parse_cascade("hog:1,hog:2,mmod:1") == [("hog", 1), ("hog", 2), ("mmod", 1)]
+    assert parse_cascade("hog, mmod:0") == [("hog", 0), ("mmod", 0)]
+    for bad in ("hog:x", "cnn:1", "", "hog:-1"):
+        with pytest.raises(ValueError, match="<detector>"):
+            parse_cascade(bad)
+
+
+def test_align_dlib150_from_a_landmarks_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No dlib needed: dlib's five points given in a file (here from exact synthetic landmarks)."""
+    faces = SyntheticFaces(1, 2, image_size=112, seed=0, return_priors=True)
+    table = {}
+    for i in range(2):
+        _png(tmp_path / "raw" / "someone" / f"{i}.jpg", faces[i]["image"])  # PNG bytes, .jpg name: still decodes
+        table[f"someone/{i}.jpg"] = dlib5_from_68(faces[i]["landmarks"].double()).tolist()
+    (tmp_path / "five.json").write_text(json.dumps(table))
+    args = ["align", str(tmp_path / "raw"), str(tmp_path / "out"), "--landmarks", str(tmp_path / "five.json")]
+    assert run([*args, "--template", "dlib150", "--ext", "png"]) == 0
+    assert "aligned 2 image(s)" in capsys.readouterr().out
+    chips = ImageFolderFaces(tmp_path / "out")
+    assert len(chips) == 2 and chips[0]["image"].shape == (3, 150, 150)
+    image = faces[0]["image"]
+    expected, _ = face_chip(image, dlib5_from_68(faces[0]["landmarks"].double()))
+    assert torch.equal(chips[0]["image"], expected)  # PNG: lossless
+    for extra, message in [(["--size", "112"], "--size"), (["--point-weights", "4", "4", "1", "1", "1"], "weigh")]:
+        assert run([*args, "--template", "dlib150", "--overwrite", *extra]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_missing_dlib_names_the_extra(
@@ -267,3 +304,44 @@ def test_align_command_no_face_anywhere(
     assert run(["align", str(tmp_path / "photos"), str(tmp_path / "out")]) == 2
     assert "no face was aligned" in capsys.readouterr().err
     assert _csv(tmp_path / "out" / "skipped.csv") == [{"path": "nobody/shuttle.png", "reason": "no face", "faces": "0"}]
+
+
+def test_align_dlib150_cascade_equals_dlibs_pipeline(
+    tmp_path: Path, astronaut: torch.Tensor, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--template dlib150``: dlib's detector, 5-point predictor and ``get_face_chip``, pixel for pixel."""
+    _needs_dlib()
+    import dlib
+    from PIL import Image
+
+    from crossres.data.detect import load_dlib_model
+
+    src = _photo_folder(tmp_path / "photos", astronaut)
+    small = np.asarray(Image.fromarray(astronaut.permute(1, 2, 0).numpy()).resize((200, 200), Image.BICUBIC))
+    _png(src / "astronaut" / "small.png", torch.from_numpy(small).permute(2, 0, 1))  # a 35 px face: HOG needs 1 up
+    dst = tmp_path / "chips"
+    args = ["--template", "dlib150", "--cascade", "hog:0,hog:1", "--multi-face", "center", "--ext", "png"]
+    assert run(["align", str(src), str(dst), *args]) == 0
+    out = capsys.readouterr().out
+    assert "dlib150, 150x150" in out and "photos found by hog:0 2, hog:1 1" in out
+    entries = json.loads((dst / "landmarks.json").read_text())
+    assert entries["astronaut/small.png"]["detector"] == "hog:1" and entries["astronaut/portrait.png"]["faces"] == 1
+    assert entries["astronaut/two_faces.png"]["box"][0] > 100  # the face nearer the centre, not the larger copy
+    assert _csv(dst / "skipped.csv")[0]["reason"].startswith("unreadable")
+
+    detector, predictor = load_dlib_model("hog"), load_dlib_model("landmarks5")
+    for name in ("portrait", "small"):
+        photo = np.ascontiguousarray(dlib.load_rgb_image(str(src / "astronaut" / f"{name}.png")))
+        upsample = 0 if name == "portrait" else 1
+        shape = predictor(photo, detector(photo, upsample)[0])
+        expected = torch.from_numpy(dlib.get_face_chip(photo, shape, 150, 0.25)).permute(2, 0, 1)
+        chip = ImageFolderFaces(dst)[["portrait", "small", "two_faces"].index(name)]["image"]
+        assert torch.equal(chip, expected), name
+        # dlib's five points land within a pixel of dlib's template in the chip.
+        dlib5 = torch.tensor(entries[f"astronaut/{name}.png"]["dlib5"], dtype=torch.float64)
+        assert (dlib5 - dlib_chip_template()).norm(dim=1).mean() < 3.0, name
+
+    assert run(["align", str(src), str(tmp_path / "bad"), "--cascade", "hog:1", "--upsample", "1"]) == 2
+    assert "drop --detector/--upsample" in capsys.readouterr().err
+    assert run(["align", str(src), str(tmp_path / "bad"), "--cascade", "cnn:1"]) == 2
+    assert "--cascade" in capsys.readouterr().err

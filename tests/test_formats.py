@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
-from torchvision.io import encode_jpeg
+from torchvision.io import encode_jpeg, encode_png
 
 from crossres.data.formats import (
     CorruptRecordError,
     ImageFolderFaces,
     LazyJPEGImages,
     RecordIOFaces,
+    decode_image_bytes,
     export_dataset,
     export_pair_set,
     folder_pairs,
@@ -323,6 +324,18 @@ def test_lfw_pairs(tmp_path):
     assert ps.issame.tolist() == [True, False, True, False] and ps.name == "lfw"
     assert ps.pairs.tolist() == [[0, 1], [2, 3], [4, 5], [5, 0]]
     assert close(ps.images[1], shapes_image(3, (250, 250)))
+
+
+def test_lfw_pairs_reads_png_chips(tmp_path):
+    """A ``crossres align --ext png`` tree of LFW: ``<Person>/<Person>_0001.png``."""
+    make_lfw(tmp_path / "lfw", {"Ann_A": 2, "Bob_B": 1})
+    for path in (tmp_path / "lfw").rglob("*.jpg"):
+        path.with_suffix(".png").write_bytes(encode_png(decode_image_bytes(path.read_bytes())).numpy().tobytes())
+        path.unlink()
+    (tmp_path / "pairs.txt").write_text("1\t1\nAnn_A\t1\t2\nAnn_A\t2\tBob_B\t1\n")
+    ps = load_lfw_pairs(tmp_path / "pairs.txt", tmp_path / "lfw")
+    assert [p.name for p in ps.images.paths] == ["Ann_A_0001.png", "Ann_A_0002.png", "Bob_B_0001.png"]
+    assert ps.images[0].shape == (3, 250, 250)
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,13 @@
-"""Five-point face alignment onto the ArcFace template (similarity transform, Umeyama 1991).
+"""Five-point face alignment onto the ArcFace template (similarity transform, Umeyama 1991), or dlib's chip.
 
 The 112 x 112 template is insightface's ``arcface_dst`` (eyes, nose tip, mouth corners, ``(x, y)`` px); the
 112 x 96 template is the same points shifted by 8 px to the left. The transform from the detected landmarks to
 the template is the least-squares similarity of Umeyama, "Least-squares estimation of transformation
 parameters between two point patterns", IEEE TPAMI 13(4), 1991, Eqs. (40)-(42); the warp is bilinear
 (``kornia.geometry.transform.warp_affine``), with pixel centres at integer coordinates as in OpenCV.
+
+The ``"dlib150"`` template is the 150 x 150 chip of dlib's face recogniser instead (:mod:`crossres.data.chip`), cut
+from five landmarks in dlib's 5-point order.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 from kornia.geometry.transform import warp_affine
@@ -25,11 +29,17 @@ from crossres.data.formats import IMAGE_EXTENSIONS, decode_image_bytes
 __all__ = [
     "ARCFACE_TEMPLATE_112",
     "ARCFACE_TEMPLATE_112x96",
+    "DLIB150",
+    "TEMPLATES",
+    "Template",
     "align_faces",
     "align_folder",
     "arcface_template",
+    "cut_face",
     "estimate_similarity",
     "load_landmarks",
+    "output_file",
+    "write_image",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,6 +57,13 @@ ARCFACE_TEMPLATE_112 = torch.tensor(
 )
 #: The same template for 112 x 96 (h x w) crops: ``x - 8``.
 ARCFACE_TEMPLATE_112x96 = ARCFACE_TEMPLATE_112 - torch.tensor([8.0, 0.0], dtype=torch.float64)
+
+#: ``"arcface"``: five ArcFace points (eye centres, nose tip, mouth corners) onto insightface's template, any
+#: ``output_size``; ``"dlib150"``: ``dlib.get_face_chip(image, shape, 150, 0.25)`` from dlib's five points.
+Template = Literal["arcface", "dlib150"]
+TEMPLATES: tuple[str, ...] = get_args(Template)
+#: Side and padding of the chip dlib's face recogniser embeds (``"dlib150"``).
+DLIB150 = (150, 0.25)
 
 
 def arcface_template(output_size: tuple[int, int] = (112, 112)) -> Tensor:
@@ -178,6 +195,73 @@ def align_faces(
     return warped[0] if single else warped
 
 
+def cut_face(
+    image: Tensor,
+    five: Tensor,
+    template: Template = "arcface",
+    output_size: tuple[int, int] | None = None,
+    weights: Sequence[float] | Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One aligned face and the matrix that maps the photo onto it.
+
+    Args:
+        image: ``(3, H, W)`` ``uint8`` photo.
+        five: ``(5, 2)`` ``(x, y)`` photo pixels: the ArcFace five (eye centres, nose tip, mouth corners, subject's
+            left first) for ``"arcface"``; dlib's five (:data:`~crossres.data.chip.DLIB5_TEMPLATE`: eye corners
+            and nose base) for ``"dlib150"``.
+        template: ``"arcface"`` or ``"dlib150"``.
+        output_size: ``(h, w)``; default ``(112, 112)`` for ``"arcface"``; ``"dlib150"`` is always 150 x 150.
+        weights: per-point weights of the ArcFace fit (:func:`estimate_similarity`); ``"dlib150"`` fits unweighted.
+
+    Returns:
+        ``(crop, matrix)``: ``uint8`` ``(3, h, w)`` and the float64 ``2 x 3`` matrix from photo to crop pixels.
+
+    Raises:
+        ValueError: on an unknown template, or ``"dlib150"`` with another size or with weights.
+    """
+    if template == "dlib150":
+        from crossres.data.chip import face_chip
+
+        size, padding = DLIB150
+        if output_size not in (None, (size, size)) or weights is not None:
+            raise ValueError(
+                f"template dlib150 is dlib's {size} x {size} chip, fitted unweighted; drop the size/weights"
+            )
+        return face_chip(image, five, size, padding)
+    if template != "arcface":
+        raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
+    size_hw = (112, 112) if output_size is None else output_size
+    target = arcface_template(size_hw)
+    matrix = estimate_similarity(five.double(), target, weights).double()
+    return align_faces(image, five, output_size=size_hw, template=target, weights=weights), matrix
+
+
+def output_file(relative: Path, ext: str | None = None) -> Path:
+    """The aligned file of ``relative``: the same path, or with the suffix ``.<ext>`` (``"png"``, ``"jpg"``).
+
+    Args:
+        relative: the photo's path relative to the source folder.
+        ext: the output format; ``None`` keeps the photo's (PNG for ``.png``, else JPEG).
+
+    Returns:
+        The path relative to the output folder.
+    """
+    return relative if ext is None else relative.with_suffix("." + ext.lstrip(".").lower())
+
+
+def write_image(path: Path, image: Tensor, quality: int = 95) -> None:
+    """Write ``uint8`` ``(3, H, W)`` as PNG (``.png``) or JPEG (any other suffix), creating the folder.
+
+    Args:
+        path: the file.
+        image: the image.
+        quality: JPEG quality.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encoded = encode_png(image) if path.suffix.lower() == ".png" else encode_jpeg(image, quality=quality)
+    path.write_bytes(encoded.numpy().tobytes())
+
+
 def load_landmarks(landmarks_file: str | Path, num_points: int = 5, entry_key: str | None = None) -> dict[str, Tensor]:
     """Read ``num_points`` landmarks per image (five for alignment; 68 iBUG points for RIM's priors).
 
@@ -239,20 +323,26 @@ def align_folder(
     overwrite: bool = False,
     quality: int = 95,
     weights: Sequence[float] | None = None,
+    template: Template = "arcface",
+    ext: str | None = None,
 ) -> dict[str, int]:
     """Align every image of ``src_dir`` that has landmarks into ``dst_dir``, mirroring the folder layout.
 
-    ``src_dir/<identity>/<file>`` becomes ``dst_dir/<identity>/<file>`` (JPEG, or PNG for ``.png`` files), ready
-    for :class:`~crossres.data.formats.ImageFolderFaces`. All outputs are checked before anything is written.
+    ``src_dir/<identity>/<file>`` becomes ``dst_dir/<identity>/<file>`` (JPEG, or PNG for ``.png`` files; ``ext``
+    forces one), ready for :class:`~crossres.data.formats.ImageFolderFaces`. All outputs are checked before
+    anything is written.
 
     Args:
         src_dir: input images (any depth).
         dst_dir: output root.
-        landmarks_file: see :func:`load_landmarks`; paths relative to ``src_dir`` (or absolute inside it).
-        output_size: ``(h, w)`` of the aligned crops.
+        landmarks_file: see :func:`load_landmarks`; paths relative to ``src_dir`` (or absolute inside it); five
+            points per image, in the template's order (:func:`cut_face`).
+        output_size: ``(h, w)`` of the aligned crops (``"arcface"`` only).
         overwrite: replace existing output files instead of raising.
         quality: JPEG quality.
         weights: five point weights of the fit (:func:`estimate_similarity`); ``None``: all equal.
+        template: ``"arcface"`` or ``"dlib150"`` (dlib's recogniser chip, :func:`cut_face`).
+        ext: write every crop as ``"png"`` or ``"jpg"``; ``None`` keeps each photo's format.
 
     Returns:
         ``{"aligned": written images, "missing_landmarks": images of src_dir without landmarks,
@@ -279,18 +369,15 @@ def align_folder(
             log.warning("align_folder: %s listed in %s does not exist", image_path, landmarks_file)
             continue
         covered.add(image_path)
-        jobs.append((image_path, dst / image_path.relative_to(src), points))
+        jobs.append((image_path, dst / output_file(image_path.relative_to(src), ext), points))
     existing = [out for _, out, _ in jobs if out.exists()]
     if existing and not overwrite:
         raise FileExistsError(
             f"{len(existing)} output file(s) already exist, e.g. {existing[0]}; pass overwrite=True to replace them"
         )
+    size = None if template == "dlib150" else output_size
     for image_path, out_path, points in jobs:
-        aligned = align_faces(
-            decode_image_bytes(image_path.read_bytes()), points, output_size=output_size, weights=weights
-        )
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        encoded = encode_png(aligned) if out_path.suffix.lower() == ".png" else encode_jpeg(aligned, quality=quality)
-        out_path.write_bytes(encoded.numpy().tobytes())
+        aligned, _ = cut_face(decode_image_bytes(image_path.read_bytes()), points, template, size, weights)
+        write_image(out_path, aligned, quality)
     all_images = {p.resolve() for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS}
     return {"aligned": len(jobs), "missing_landmarks": len(all_images - covered), "missing_images": missing_images}

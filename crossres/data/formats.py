@@ -863,7 +863,8 @@ def load_lfw_pairs(
 
     The header is ``"<folds>\t<n>"`` (``"10\t300"``: 10 folds of ``n`` positive then ``n`` negative pairs) or a
     single ``"<n>"``; then ``name\tn1\tn2`` same-person lines and ``name1\tn1\tname2\tn2`` different-person
-    lines. Image ``n`` of ``name`` is ``image_root/name/name_<n:04d>.jpg``. Images are decoded on access.
+    lines. Image ``n`` of ``name`` is ``image_root/name/name_<n:04d>.jpg`` (or ``.png``/``.jpeg`` when that is the
+    file there, as in a ``crossres align --ext png`` tree). Images are decoded on access.
 
     Args:
         pairs_file: the pairs file.
@@ -897,7 +898,8 @@ def load_lfw_pairs(
     def image(person: str, number: str, lineno: int) -> int:
         if not _COUNT.match(number):
             raise ValueError(f"{pairs_file}:{lineno}: image number {number!r} is not a positive integer")
-        path = image_root / person / f"{person}_{int(number):04d}.jpg"
+        stem = str(image_root / person / f"{person}_{int(number):04d}")
+        path = next((Path(stem + ext) for ext in IMAGE_EXTENSIONS if Path(stem + ext).is_file()), Path(stem + ".jpg"))
         if path not in index:
             if check_files and not path.is_file():
                 raise FileNotFoundError(f"{pairs_file}:{lineno}: image {path} not found under {image_root}")
