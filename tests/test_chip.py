@@ -176,3 +176,14 @@ def test_chip_equals_dlibs_on_lfw() -> None:
     import dlib
 
     _compare_with_dlib([(path.name, dlib.load_rgb_image(str(path))) for path in people])
+
+
+def test_knoche_scale_is_the_eye_distance_ratio():
+    from crossres.data.align import arcface_template
+    from crossres.data.chip import dlib_chip_template, knoche_scale
+
+    chip, arcface = dlib_chip_template(150, 0.25), arcface_template((112, 112))
+    eyes_chip = (chip[0] + chip[1]) / 2 - (chip[2] + chip[3]) / 2
+    assert knoche_scale() == pytest.approx(float(eyes_chip.norm()) / float((arcface[1] - arcface[0]).norm()))
+    assert knoche_scale(300) == pytest.approx(2 * knoche_scale(150))
+    assert 1.4 < knoche_scale() < 1.6  # dlib's chip frames the face tighter than 150 / 112 = 1.34

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from crossres.data.align import estimate_similarity
+from crossres.data.align import arcface_template, estimate_similarity
 
 __all__ = [
     "DLIB5_FROM_68",
@@ -43,6 +43,7 @@ __all__ = [
     "extract_image_chip",
     "face_chip",
     "face_chip_details",
+    "knoche_scale",
     "pyramid_depth",
 ]
 
@@ -95,6 +96,23 @@ def dlib_chip_template(size: int = 150, padding: float = 0.25) -> Tensor:
         ``(5, 2)`` float64 ``(x, y)``.
     """
     return (padding + DLIB5_TEMPLATE) / (2 * padding + 1) * size
+
+
+def knoche_scale(size: int = 150, padding: float = 0.25) -> float:
+    """Factor from a face size on a 112 px ArcFace crop to the same face on a dlib chip: the eye-distance ratio.
+
+    Knoche et al.'s protocol sizes are sides of 112 px ArcFace crops; ``data.knoche_scale`` multiplies them by this
+    factor, so that a probe keeps as many pixels between the eyes as the protocol gives it (dlib's eye centres are
+    the means of its two corner points per eye).
+
+    Args:
+        size: chip side in pixels.
+        padding: dlib's padding.
+    """
+    chip = dlib_chip_template(size, padding)
+    chip_distance = float((chip[0:2].mean(0) - chip[2:4].mean(0)).norm())
+    arcface = arcface_template((112, 112))
+    return chip_distance / float((arcface[1] - arcface[0]).norm())
 
 
 @dataclass(frozen=True)

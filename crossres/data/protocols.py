@@ -149,7 +149,7 @@ def build_protocols(
         knoche_scale: Knoche sizes are sides of 112 px ArcFace crops; on faces of another framing each side is
             multiplied by this factor and rounded (at least 1 px, at most the HR height), so that the face keeps the
             same number of pixels. ``None``: ``H / 112`` (the same framing at another size). For dlib's 150 px
-            chips use :data:`crossres.data.align.DLIB150_KNOCHE_SCALE` (the ratio of the eye distances).
+            chips use :func:`crossres.data.chip.knoche_scale` (the ratio of the eye distances).
 
     Returns:
         Protocol name -> ``(P, 2)`` long tensor of LR sizes ``(h, w)``, in spec order.
