@@ -293,14 +293,14 @@ def _align(args: argparse.Namespace) -> int:
     print(
         f"aligned {counts['aligned']} image(s) into {args.dst} ({args.size[0]}x{args.size[1]}); "
         f"{counts['missing_landmarks']} image(s) of {args.src} have no landmarks; "
-        f"{counts['missing_images']} landmark entr{'y' if counts['missing_images'] == 1 else 'ies'} name no image"
+        f"{counts['missing_images']} landmark entr{'y' if counts['missing_images'] == 1 else 'ies'} name no image; "
+        f"{counts['skipped']} image(s) skipped ({args.dst / 'skipped.csv'})"
     )
     if counts["aligned"] == 0:
-        print(
-            f"crossres align: error: no image was aligned: the paths in {args.landmarks} must be relative to "
-            f"{args.src}",
-            file=sys.stderr,
-        )
+        why = f"the paths in {args.landmarks} must be relative to {args.src}"
+        if counts["skipped"]:
+            why = f"see {args.dst / 'skipped.csv'}"
+        print(f"crossres align: error: no image was aligned: {why}", file=sys.stderr)
         return _EXIT_BAD_INPUT
     return 0
 

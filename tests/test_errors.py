@@ -218,3 +218,75 @@ def test_programming_errors_keep_their_traceback(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(crossres.cli, "run_lightning", bug)
     with pytest.raises(KeyError, match="a bug"):
         main(["fit"])
+
+
+# ------------------------------------------------------------------------------------- report / align
+def test_align_landmarks_records_bad_images_in_skipped_csv(tmp_path: Path) -> None:
+    import csv
+    import json
+
+    from torchvision.io import encode_png
+
+    from crossres.cli import main
+    from crossres.data.align import ARCFACE_TEMPLATE_112
+
+    from .test_align import smooth_face
+
+    src = tmp_path / "src" / "alice"
+    src.mkdir(parents=True)
+    (src / "a.png").write_bytes(encode_png(smooth_face()).numpy().tobytes())
+    (src / "b.jpg").write_bytes(b"truncated")  # first in the landmarks file: must not stop the rest
+    (src / "c.png").write_bytes(encode_png(smooth_face()).numpy().tobytes())
+    points = ARCFACE_TEMPLATE_112.tolist()
+    landmarks = {"alice/b.jpg": points, "alice/a.png": points, "alice/c.png": [points[0]] * 5}  # c: degenerate
+    (tmp_path / "lm.json").write_text(json.dumps(landmarks))
+    dst = tmp_path / "dst"
+    assert main(["align", str(tmp_path / "src"), str(dst), "--landmarks", str(tmp_path / "lm.json")]) == 0
+    assert (dst / "alice" / "a.png").is_file()
+    with (dst / "skipped.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["path"], r["reason"].split(":")[0]) for r in rows] == [
+        ("alice/b.jpg", "unreadable"),
+        ("alice/c.png", "not aligned"),
+    ]
+
+
+def _results(run_dir: Path, text: str | None = None) -> Path:
+    import json
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {"acc": 0.9, "acc_std": 0.01, "tar_at_far": 0.5, "eer": 0.1}
+    rows = [{"pair_set": "synthetic", "comparison": c, "protocol": p, **metrics} for c, p in
+            [("HR-HR", ""), ("LR-LR", "14px"), ("HR-LR", "14px")]]  # fmt: skip
+    (run_dir / "results_test.json").write_text(json.dumps(rows) if text is None else text)
+    return run_dir / "results_test.json"
+
+
+def test_report_on_a_bad_results_file_leaves_nothing_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crossres.cli import main
+
+    run = tmp_path / "run"
+    results = _results(run, '[{"pair_set": "synthetic", "acc": ')  # truncated
+    assert main(["report", str(run), "--no-examples"]) == 2
+    assert f"crossres report: error: {results} is not a JSON results file" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["results_test.json"]  # no report/, no temporary directory
+    _results(run, '{"acc": 1}')
+    assert main(["report", str(run), "--no-examples"]) == 2
+    assert "result rows" in capsys.readouterr().err
+
+    _results(run)  # fixed: the rerun is not refused
+    assert main(["report", str(run), "--no-examples"]) == 0
+    report = (run / "report" / "report.md").read_text()
+
+    import crossres.report.run_report as run_report
+
+    def full_disk(*args: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run / "report" / "table_test.csv"))
+
+    monkeypatch.setattr(run_report, "_write_table_csv", full_disk)
+    assert main(["report", str(run), "--no-examples", "--overwrite"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert (run / "report" / "report.md").read_text() == report  # the earlier report is untouched
+    assert sorted(p.name for p in run.iterdir()) == ["report", "results_test.json"]

@@ -243,7 +243,9 @@ def align_folder(
     """Align every image of ``src_dir`` that has landmarks into ``dst_dir``, mirroring the folder layout.
 
     ``src_dir/<identity>/<file>`` becomes ``dst_dir/<identity>/<file>`` (JPEG, or PNG for ``.png`` files), ready
-    for :class:`~crossres.data.formats.ImageFolderFaces`. All outputs are checked before anything is written.
+    for :class:`~crossres.data.formats.ImageFolderFaces`. All outputs are checked before anything is written. An
+    image that does not decode or align is skipped and listed in ``dst_dir/skipped.csv`` (``path,reason,faces``, as
+    :func:`~crossres.data.detect.detect_align_folder` writes it).
 
     Args:
         src_dir: input images (any depth).
@@ -256,7 +258,7 @@ def align_folder(
 
     Returns:
         ``{"aligned": written images, "missing_landmarks": images of src_dir without landmarks,
-        "missing_images": landmark entries whose image does not exist}``.
+        "missing_images": landmark entries whose image does not exist, "skipped": images in skipped.csv}``.
 
     Raises:
         FileNotFoundError: if ``src_dir`` or the landmarks file is missing.
@@ -285,12 +287,33 @@ def align_folder(
         raise FileExistsError(
             f"{len(existing)} output file(s) already exist, e.g. {existing[0]}; pass overwrite=True to replace them"
         )
+    skipped: list[tuple[str, str, int]] = []
     for image_path, out_path, points in jobs:
-        aligned = align_faces(
-            decode_image_bytes(image_path.read_bytes()), points, output_size=output_size, weights=weights
-        )
+        name = image_path.relative_to(src).as_posix()
+        try:
+            image = decode_image_bytes(image_path.read_bytes())
+        except (RuntimeError, OSError) as err:
+            skipped.append((name, f"unreadable: {err}".replace("\n", " "), 0))
+            log.warning("align_folder: skipping %s: %s", image_path, err)
+            continue
+        try:
+            aligned = align_faces(image, points, output_size=output_size, weights=weights)
+        except (RuntimeError, ValueError) as err:  # e.g. degenerate landmarks
+            skipped.append((name, f"not aligned: {err}".replace("\n", " "), 1))
+            log.warning("align_folder: skipping %s: %s", image_path, err)
+            continue
         out_path.parent.mkdir(parents=True, exist_ok=True)
         encoded = encode_png(aligned) if out_path.suffix.lower() == ".png" else encode_jpeg(aligned, quality=quality)
         out_path.write_bytes(encoded.numpy().tobytes())
+    dst.mkdir(parents=True, exist_ok=True)
+    with (dst / "skipped.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "reason", "faces"])
+        writer.writerows(skipped)
     all_images = {p.resolve() for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS}
-    return {"aligned": len(jobs), "missing_landmarks": len(all_images - covered), "missing_images": missing_images}
+    return {
+        "aligned": len(jobs) - len(skipped),
+        "missing_landmarks": len(all_images - covered),
+        "missing_images": missing_images,
+        "skipped": len(skipped),
+    }
