@@ -255,10 +255,11 @@ class FaceDataModule(pl.LightningDataModule):
         self._resume: dict[str, int] | None = None
         self.num_classes = self._count_classes()
         if self.num_classes < 2:
-            where = f"data.train_root {train_root}" if train_format != "synthetic" else "data.num_identities"
+            if train_format == "synthetic":
+                raise InputError(f"data.num_identities={num_identities}: training needs at least 2 identities")
+            layout = " (one folder per identity: <train_root>/<identity>/*.jpg)" if train_format == "folder" else ""
             raise InputError(
-                f"{where}: {self.num_classes} training identity; identification training needs at least 2 "
-                "(one folder per identity: <train_root>/<identity>/*.jpg)"
+                f"data.train_root {train_root} holds {self.num_classes} identity; training needs at least 2{layout}"
             )
 
     # ----------------------------------------------------------------------------------------------- sets
@@ -530,7 +531,7 @@ class FaceDataModule(pl.LightningDataModule):
 def _size_pair(size: int | Sequence[int], key: str) -> tuple[int, int]:
     pair = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
     if len(pair) != 2 or min(pair) < 1:
-        raise ValueError(f"data.{key} must be (height, width) with positive sides, got {size!r}")
+        raise InputError(f"data.{key} must be (height, width) with positive sides, got {size!r}")
     return pair  # type: ignore[return-value]
 
 
@@ -546,7 +547,7 @@ def _lr_view_size(size: int | str, key: str) -> int | tuple[int, int]:
             return (h, w)
         return int(text)
     except ValueError:
-        raise ValueError(f"data.{key}: {size!r} is not a size; expected an int (14) or 'HxW' ('16x12')") from None
+        raise InputError(f"data.{key}: {size!r} is not a size; expected an int (14) or 'HxW' ('16x12')") from None
 
 
 def _nuisance(difficulty: float, diversity: float) -> dict[str, Any]:
