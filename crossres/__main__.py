@@ -1,4 +1,4 @@
-from crossres.cli import main
+from crossres.entry import main
 
 if __name__ == "__main__":
     main()

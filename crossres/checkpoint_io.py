@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-__all__ = ["AtomicCheckpointIO", "ResumableCheckpoint"]
+from crossres.errors import InputError
+
+__all__ = ["AtomicCheckpointIO", "ResumableCheckpoint", "check_checkpoint_file"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -21,6 +26,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     truncated file that ``--ckpt_path last`` would pick up. The temporary file a killed writer left behind
     (``.last.ckpt.<pid>.tmp``) is removed by the next successful save of the same checkpoint once no process of that
     pid runs on this machine. Remote paths (``s3://`` …) fall back to Lightning's writer.
+
+    A full disk ends the run with :class:`~crossres.errors.InputError` naming the checkpoint; a checkpoint that does
+    not load (truncated, random bytes) with one naming the file.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
@@ -36,9 +44,80 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as err:
+            if not _write_failed(err):
+                raise
+            raise InputError(_write_failure(path, err)) from err
         finally:
             tmp.unlink(missing_ok=True)
         _remove_stale_temporaries(path)
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> Any:
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # torch.load of a truncated file or random bytes: unpickling / zip errors
+            raise InputError(_unreadable(path, err)) from err
+
+
+def check_checkpoint_file(path: str | Path | None) -> None:
+    """Refuse a checkpoint file that is truncated or not a checkpoint at all, naming it.
+
+    A torch zip archive is recognised by its directory alone (no tensor is read); any other file must load with
+    ``torch.load(weights_only=True)``. Missing files, remote paths and Lightning's aliases (``last``, ...) pass.
+
+    Args:
+        path: the checkpoint (``--ckpt_path``), or ``None``.
+
+    Raises:
+        InputError: if the file is unreadable as a checkpoint.
+    """
+    if path is None or "://" in str(path) or not Path(path).is_file():
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if any(name.rpartition("/")[2] == "data.pkl" for name in archive.namelist()):
+                return
+    except (zipfile.BadZipFile, OSError, ValueError):
+        pass
+    try:  # not a torch zip archive: a legacy torch.save file, or not a checkpoint
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise InputError(_unreadable(path, err)) from err
+
+
+def _unreadable(path: Any, err: BaseException) -> str:
+    text = str(err).strip()
+    if "WeightsUnpickler error:" in text:  # torch's advice around it (weights_only=False) does not apply here
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    reason = text.splitlines()[0][:200] if text else type(err).__name__
+    return (
+        f"checkpoint {path} does not load ({type(err).__name__}: {reason}); it is truncated or not a checkpoint. "
+        "Use another one (a run's checkpoints/last.ckpt is written atomically)"
+    )
+
+
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _write_failed(err: BaseException) -> bool:
+    """A full disk as ``torch.save`` reports it: an OSError, or its C++ writer's RuntimeError."""
+    if isinstance(err, OSError):
+        return err.errno in _WRITE_ERRNOS
+    return "PytorchStreamWriter failed writing file" in str(err) or "file write failed" in str(err)
+
+
+def _write_failure(path: Path, err: BaseException) -> str:
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    reason = os.strerror(err.errno) if isinstance(err, OSError) and err.errno else "No space left on device"
+    return (
+        f"cannot write checkpoint {path}: {reason} ({free}). Free some space, or write runs elsewhere with "
+        "--runs_dir; resume with --ckpt_path last"
+    )
 
 
 def _pid_alive(pid: int) -> bool:

@@ -12,7 +12,6 @@ import importlib
 import os
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,15 +22,14 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
 import crossres.methods  # noqa: F401  (registers every method for --model)
-from crossres.checkpoint_io import ResumableCheckpoint
+from crossres.checkpoint_io import ResumableCheckpoint, check_checkpoint_file
 from crossres.data.datamodule import FaceDataModule
 from crossres.methods.base import CrossResMethod
 from crossres.report.tables import results_table, write_results, write_scores
 
-__all__ = ["CrossResCLI", "main"]
+__all__ = ["CrossResCLI", "main", "run_lightning"]
 
 _CKPT_ALIASES = ("last", "best", "hpc", "registry")
-_COMMANDS = ("report", "export", "align")
 
 
 def _global_rank() -> int:
@@ -79,6 +77,14 @@ class CrossResCLI(LightningCLI):
         )
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.image_size", "model.init_args.image_size", apply_on="parse")
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning torch.loads --ckpt_path here: a truncated or random-bytes file must be named, not a pickle error.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path not in _CKPT_ALIASES:
+            check_checkpoint_file(ckpt_path)
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -151,18 +157,17 @@ class CrossResCLI(LightningCLI):
 def main(args: list[str] | None = None) -> Any:
     """Run the crossres command line (``crossres`` and ``lightning`` console scripts, ``python -m crossres``).
 
-    ``fit``/``validate``/``test``/``predict`` go to :class:`CrossResCLI`; ``report``/``export``/``align`` to
-    :mod:`crossres.commands`.
+    See :func:`crossres.entry.main`: ``report``/``export``/``align`` go to :mod:`crossres.commands`, the others to
+    :class:`CrossResCLI`; bad input exits with status 2 and one line naming the file or option.
     """
-    argv = sys.argv[1:] if args is None else args
-    if argv and argv[0] in _COMMANDS:
-        from crossres.commands import run
+    from crossres.entry import main as entry_main
 
-        code = run(argv)
-        if args is None:
-            sys.exit(code)
-        return code
-    cli = CrossResCLI(
+    return entry_main(args)
+
+
+def run_lightning(args: list[str] | None = None) -> CrossResCLI:
+    """Run ``fit``/``validate``/``test``/``predict`` with :class:`CrossResCLI` (``None``: read ``sys.argv``)."""
+    return CrossResCLI(
         CrossResMethod,
         FaceDataModule,
         subclass_mode_model=True,
@@ -170,5 +175,3 @@ def main(args: list[str] | None = None) -> Any:
         save_config_kwargs={"overwrite": True},
         args=args,
     )
-    # A console script passes main()'s return value to sys.exit: anything but None would exit with status 1.
-    return cli if args is not None else None

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from crossres.errors import input_error_message
+
 __all__ = ["run"]
 
 _EXIT_BAD_INPUT = 2
@@ -349,14 +351,14 @@ def _align(args: argparse.Namespace) -> int:
     print(
         f"aligned {counts['aligned']} image(s) into {args.dst} ({args.size[0]}x{args.size[1]}); "
         f"{counts['missing_landmarks']} image(s) of {args.src} have no landmarks; "
-        f"{counts['missing_images']} landmark entr{'y' if counts['missing_images'] == 1 else 'ies'} name no image"
+        f"{counts['missing_images']} landmark entr{'y' if counts['missing_images'] == 1 else 'ies'} name no image; "
+        f"{counts['skipped']} image(s) skipped ({args.dst / 'skipped.csv'})"
     )
     if counts["aligned"] == 0:
-        print(
-            f"crossres align: error: no image was aligned: the paths in {args.landmarks} must be relative to "
-            f"{args.src}",
-            file=sys.stderr,
-        )
+        why = f"the paths in {args.landmarks} must be relative to {args.src}"
+        if counts["skipped"]:
+            why = f"see {args.dst / 'skipped.csv'}"
+        print(f"crossres align: error: no image was aligned: {why}", file=sys.stderr)
         return _EXIT_BAD_INPUT
     return 0
 
@@ -364,11 +366,12 @@ def _align(args: argparse.Namespace) -> int:
 _HANDLERS = {"report": _report, "export": _export, "align": _align}
 
 
-def run(argv: Sequence[str]) -> int:
+def run(argv: Sequence[str], debug: bool = False) -> int:
     """Run ``crossres report|export|align`` (``argv[0]`` is the command); ``--help`` works per command.
 
     Args:
         argv: the arguments after ``crossres``, e.g. ``["export", "--format", "bin", "--out", "x.bin"]``.
+        debug: re-raise bad-input errors (with their traceback) instead of printing their message.
 
     Returns:
         The exit status: 0 on success, 2 on bad input (the message, on stderr, names the option or file).
@@ -380,11 +383,13 @@ def run(argv: Sequence[str]) -> int:
         return exit_.code if isinstance(exit_.code, int) else _EXIT_BAD_INPUT
     try:
         return _HANDLERS[args.command](args)
-    except (_UsageError, FileNotFoundError, FileExistsError, NotADirectoryError, ValueError) as err:
-        print(f"crossres {args.command}: error: {err}", file=sys.stderr)
-        return _EXIT_BAD_INPUT
-    except ImportError as err:
-        if "crossres[" not in str(err):  # a broken install, not a missing optional extra
+    except Exception as err:
+        message = input_error_message(err)
+        if message is None and isinstance(err, _UsageError | ValueError):
+            message = str(err)
+        if message is None and isinstance(err, ImportError) and "crossres[" in str(err):
+            message = str(err)  # a missing optional extra, not a broken install
+        if message is None or debug:
             raise
-        print(f"crossres {args.command}: error: {err}", file=sys.stderr)
+        print(f"crossres {args.command}: error: {message}", file=sys.stderr)
         return _EXIT_BAD_INPUT

@@ -135,7 +135,7 @@ def test_align_folder(tmp_path):
     landmarks = {"alice/a.png": points, "bob/b.jpg": points, "bob/gone.jpg": points}
     (tmp_path / "lm.json").write_text(json.dumps(landmarks))
     counts = align_folder(src, tmp_path / "dst", tmp_path / "lm.json")
-    assert counts == {"aligned": 2, "missing_landmarks": 1, "missing_images": 1}
+    assert counts == {"aligned": 2, "missing_landmarks": 1, "missing_images": 1, "skipped": 0}
     aligned = decode_image(str(tmp_path / "dst" / "alice" / "a.png"))
     assert aligned.shape == (3, 112, 112)
     assert float((aligned.float() - face.float()).abs()[:, 4:-4, 4:-4].mean()) < 1.5
@@ -146,7 +146,7 @@ def test_align_folder(tmp_path):
     rows = ["path,x1,y1,x2,y2,x3,y3,x4,y4,x5,y5", "alice/a.png," + ",".join(str(v) for p in points for v in p)]
     (tmp_path / "lm.csv").write_text("\n".join(rows) + "\n")
     counts = align_folder(src, tmp_path / "dst", tmp_path / "lm.csv", overwrite=True)
-    assert counts == {"aligned": 1, "missing_landmarks": 2, "missing_images": 0}
+    assert counts == {"aligned": 1, "missing_landmarks": 2, "missing_images": 0, "skipped": 0}
     (tmp_path / "bad.csv").write_text("alice/a.png,1,2,3\n")
     with pytest.raises(ValueError, match=r"bad\.csv:1: expected 10 coordinates"):
         align_folder(src, tmp_path / "dst2", tmp_path / "bad.csv")

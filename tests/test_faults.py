@@ -220,3 +220,26 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path: Path) -> N
     assert full.keys() == resumed.keys()
     for key in full:
         assert torch.equal(full[key], resumed[key]), key
+
+
+# ---------------------------------------------------------------------------------------- a full disk
+def test_full_disk_names_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from crossres.cli import main
+
+    def full_disk(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:  # torch.save's C++ writer, disk full
+        f.write(b"PK")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/0: file write "
+            "failed"
+        )
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *TINY, f"--runs_dir={tmp_path}", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err[-3000:]
+    last = tmp_path / "baseline" / "checkpoints" / "last.ckpt"
+    assert f"crossres fit: error: cannot write checkpoint {last}: No space left on device" in err
+    assert not list(last.parent.glob(".*.tmp"))  # the half-written temporary file is gone

@@ -363,7 +363,7 @@ def test_lfw_pairs_missing_image(tmp_path):
     assert len(ps.images) == 3
 
 
-def test_data_config_skip_corrupt_counts_the_skipped_records(rec_dir, tmp_path):
+def test_data_config_skip_corrupt_counts_the_skipped_records(rec_dir, tmp_path, capsys):
     from crossres.cli import main
 
     root, _ = rec_dir
@@ -388,7 +388,8 @@ def test_data_config_skip_corrupt_counts_the_skipped_records(rec_dir, tmp_path):
         "--data.protocols=[14]",
         "--data.lr_sizes=[14]",
     ]
-    with pytest.raises(CorruptRecordError, match="skip_corrupt"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["fit", *common, "--name=strict"])
+    assert exit_info.value.code == 2 and "skip_corrupt" in capsys.readouterr().err
     cli = main(["fit", *common, "--name=lenient", "--data.skip_corrupt=true"])
     assert cli.trainer.callback_metrics["train_corrupt_skipped"].item() == 1

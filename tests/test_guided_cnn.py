@@ -64,10 +64,12 @@ def test_fit_then_test_guide_frozen_bit_identical(guide_ckpt: Path, tiny_args: l
     assert model.hparams["guidance_weight"] == 5
 
 
-def test_missing_guide_gives_the_command(tiny_args: list[str]) -> None:
-    with pytest.raises(FileNotFoundError, match="model.guide_weights") as error:
+def test_missing_guide_gives_the_command(tiny_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as error:
         main(["fit", *tiny_args, *GUIDED, "--model.guide_weights=nope/last.ckpt", "--name=missing"])
-    assert HR_MODEL_COMMAND in str(error.value)
+    err = capsys.readouterr().err
+    assert error.value.code == 2 and "model.guide_weights" in err
+    assert HR_MODEL_COMMAND in err
 
 
 def test_guide_stays_in_eval_mode_and_frozen() -> None:

@@ -149,20 +149,24 @@ def test_fit_then_test_through_cli(teacher_ckpt: Path, tiny_args: list[str]) -> 
         model.eval_mode = "student"
 
 
-def test_missing_teacher_weights_give_the_command(tiny_args: list[str], tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="teacher_weights") as error:
+def test_missing_teacher_weights_give_the_command(
+    tiny_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as error:
         main(["fit", *tiny_args, *RIM_ARGS, f"--model.teacher_weights={tmp_path / 'none.ckpt'}"])
-    assert HR_MODEL_COMMAND in str(error.value)
+    err = capsys.readouterr().err
+    assert error.value.code == 2 and "teacher_weights" in err and HR_MODEL_COMMAND in err
 
 
 def test_experiment_config_without_teacher_stops_before_training(
-    tiny_args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no runs/hr_teacher here: the default teacher_weights is missing
     config = str(REPO / "experiments" / "rim.yaml")
-    with pytest.raises(FileNotFoundError, match="runs/hr_teacher") as error:
+    with pytest.raises(SystemExit) as error:
         main(["fit", "-c", config, *tiny_args, "--data.lr_sizes=[4]", "--data.protocols=[4]"])
-    assert HR_MODEL_COMMAND in str(error.value)
+    err = capsys.readouterr().err
+    assert error.value.code == 2 and "runs/hr_teacher" in err and HR_MODEL_COMMAND in err
     assert not list(tmp_path.glob("runs/rim/checkpoints/*.ckpt"))
 
 

@@ -330,7 +330,8 @@ def align_folder(
 
     ``src_dir/<identity>/<file>`` becomes ``dst_dir/<identity>/<file>`` (JPEG, or PNG for ``.png`` files; ``ext``
     forces one), ready for :class:`~crossres.data.formats.ImageFolderFaces`. All outputs are checked before
-    anything is written.
+    anything is written. An image that does not decode or align is skipped and listed in ``dst_dir/skipped.csv``
+    (``path,reason,faces``, as :func:`~crossres.data.detect.detect_align_folder` writes it).
 
     Args:
         src_dir: input images (any depth).
@@ -346,7 +347,7 @@ def align_folder(
 
     Returns:
         ``{"aligned": written images, "missing_landmarks": images of src_dir without landmarks,
-        "missing_images": landmark entries whose image does not exist}``.
+        "missing_images": landmark entries whose image does not exist, "skipped": images in skipped.csv}``.
 
     Raises:
         FileNotFoundError: if ``src_dir`` or the landmarks file is missing.
@@ -376,8 +377,31 @@ def align_folder(
             f"{len(existing)} output file(s) already exist, e.g. {existing[0]}; pass overwrite=True to replace them"
         )
     size = None if template == "dlib150" else output_size
+    skipped: list[tuple[str, str, int]] = []
     for image_path, out_path, points in jobs:
-        aligned, _ = cut_face(decode_image_bytes(image_path.read_bytes()), points, template, size, weights)
+        name = image_path.relative_to(src).as_posix()
+        try:
+            image = decode_image_bytes(image_path.read_bytes())
+        except (RuntimeError, OSError) as err:
+            skipped.append((name, f"unreadable: {err}".replace("\n", " "), 0))
+            log.warning("align_folder: skipping %s: %s", image_path, err)
+            continue
+        try:
+            aligned, _ = cut_face(image, points, template, size, weights)
+        except (RuntimeError, ValueError) as err:  # e.g. degenerate landmarks
+            skipped.append((name, f"not aligned: {err}".replace("\n", " "), 1))
+            log.warning("align_folder: skipping %s: %s", image_path, err)
+            continue
         write_image(out_path, aligned, quality)
+    dst.mkdir(parents=True, exist_ok=True)
+    with (dst / "skipped.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "reason", "faces"])
+        writer.writerows(skipped)
     all_images = {p.resolve() for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS}
-    return {"aligned": len(jobs), "missing_landmarks": len(all_images - covered), "missing_images": missing_images}
+    return {
+        "aligned": len(jobs) - len(skipped),
+        "missing_landmarks": len(all_images - covered),
+        "missing_images": missing_images,
+        "skipped": len(skipped),
+    }

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from crossres.data.pairs import PairDataset, PairSet
 from crossres.data.samplers import EpochSampler, IdentityBalancedSampler, ShuffledSampler, identity_labels
 from crossres.data.synthetic import DEFAULT_DIVERSITY
+from crossres.errors import InputError
 from crossres.transforms.degradation import BatchDegradation, CameraDegradation, DegradedViews, ResolutionSampler
 from crossres.transforms.functional import Backend, degrade, to_float
 
@@ -125,8 +126,9 @@ class FaceDataModule(pl.LightningDataModule):
         train_landmarks: for ``folder``: a file of 68 iBUG landmarks per image (the ``landmarks.json`` that
             ``crossres align`` writes, or any JSON/CSV in iBUG order, paths relative to ``train_root``); the
             items then carry ``"landmarks"``, from which RIM derives its heatmap and parsing priors.
-        skip_corrupt: for ``recordio``: skip unreadable records (each is logged once; the number skipped per
-            epoch is logged as ``train_corrupt_skipped``) instead of failing with the file and record index.
+        skip_corrupt: for ``recordio`` and ``folder``: skip unreadable records or images (undecodable, or not of
+            ``image_size``; each is logged once, the number skipped per epoch as ``train_corrupt_skipped``) instead
+            of failing with the file (and record index).
         image_size: HR size ``(h, w)`` of every face, e.g. ``[112, 112]`` or ``[112, 96]``.
         num_identities: synthetic training identities.
         images_per_identity: synthetic images per identity.
@@ -230,13 +232,18 @@ class FaceDataModule(pl.LightningDataModule):
         self.val_sets = list(val_sets) if val_sets is not None else ["synthetic"]
         self.test_sets = list(test_sets) if test_sets is not None else self.val_sets
         self.protocols = list(protocols) if protocols is not None else [7, 14, 28, 56]
-        self.sampler = ResolutionSampler(
-            policy=lr_policy,
-            sizes=lr_sizes if lr_sizes is not None else [7, 14, 28, 56],
-            per=lr_per,
-            lr_prob=lr_prob,
-            hr_size=self.image_size,
-        )
+        try:
+            self.sampler = ResolutionSampler(
+                policy=lr_policy,
+                sizes=lr_sizes if lr_sizes is not None else [7, 14, 28, 56],
+                per=lr_per,
+                lr_prob=lr_prob,
+                hr_size=self.image_size,
+            )
+        except ValueError as err:
+            raise InputError(
+                f"data.lr_sizes={lr_sizes} (data.lr_policy={lr_policy!r}, data.lr_prob={lr_prob}): {err}"
+            ) from None
         camera = CameraDegradation(
             blur_prob=blur_prob, motion_prob=motion_blur_prob, noise_prob=noise_prob, jpeg_prob=jpeg_prob
         )
@@ -250,6 +257,13 @@ class FaceDataModule(pl.LightningDataModule):
         self._batch_in_epoch = 0
         self._resume: dict[str, int] | None = None
         self.num_classes = self._count_classes()
+        if self.num_classes < 2:
+            if train_format == "synthetic":
+                raise InputError(f"data.num_identities={num_identities}: training needs at least 2 identities")
+            layout = " (one folder per identity: <train_root>/<identity>/*.jpg)" if train_format == "folder" else ""
+            raise InputError(
+                f"data.train_root {train_root} holds {self.num_classes} identity; training needs at least 2{layout}"
+            )
 
     # ----------------------------------------------------------------------------------------------- sets
     def _count_classes(self) -> int:
@@ -275,16 +289,18 @@ class FaceDataModule(pl.LightningDataModule):
             )
         else:
             if root is None:
-                raise ValueError(f"data.train_root is required when data.train_format is {fmt!r}")
+                raise InputError(f"data.train_root is required when data.train_format is {fmt!r}")
             from crossres.data.formats import ImageFolderFaces, RecordIOFaces
 
             landmarks = self.hparams["train_landmarks"]
             if landmarks is not None and fmt != "folder":
-                raise ValueError(f"data.train_landmarks needs data.train_format 'folder', got {fmt!r}")
+                raise InputError(f"data.train_landmarks needs data.train_format 'folder', got {fmt!r}")
             if fmt == "recordio":
                 dataset = RecordIOFaces(root, skip_corrupt=self.hparams["skip_corrupt"])
             else:
-                dataset = ImageFolderFaces(root, landmarks=landmarks)
+                dataset = ImageFolderFaces(
+                    root, landmarks=landmarks, image_size=self.image_size, skip_corrupt=self.hparams["skip_corrupt"]
+                )
         self._train_set = dataset
         return dataset
 
@@ -313,14 +329,17 @@ class FaceDataModule(pl.LightningDataModule):
             csv_dir = Path(self.hparams["protocol_dir"]) / _BTM_STM_FOLDERS.get(pairs.name, pairs.name)
         from crossres.data.protocols import build_protocols
 
-        protocols = build_protocols(
-            self.protocols,
-            num_pairs=len(pairs),
-            hr_size=self.image_size,
-            seed=self.hparams["seed"],
-            csv_dir=csv_dir,
-            knoche_scale=self.hparams.get("knoche_scale"),
-        )
+        try:
+            protocols = build_protocols(
+                self.protocols,
+                num_pairs=len(pairs),
+                hr_size=self.image_size,
+                seed=self.hparams["seed"],
+                csv_dir=csv_dir,
+                knoche_scale=self.hparams.get("knoche_scale"),
+            )
+        except ValueError as err:
+            raise InputError(f"data.protocols={self.protocols} (pair set {spec}): {err}") from None
         self._pair_sets[spec] = PairDataset(pairs, protocols)
         return self._pair_sets[spec]
 
@@ -344,9 +363,16 @@ class FaceDataModule(pl.LightningDataModule):
             )
         from crossres.data.formats import load_bin, load_lfw_pairs
 
-        if path.suffix == ".bin":
-            return load_bin(path)
-        return load_lfw_pairs(path, path.parent / "lfw")
+        pairs = load_bin(path) if path.suffix == ".bin" else load_lfw_pairs(path, path.parent / "lfw")
+        if len(pairs.images):
+            size = tuple(pairs.images[0].shape[-2:])
+            if size != self.image_size:
+                raise InputError(
+                    f"evaluation pair set {spec} holds {size[0]}x{size[1]} px faces but data.image_size is "
+                    f"{list(self.image_size)}: set data.image_size to [{size[0]}, {size[1]}] or use a pair set of "
+                    "that size"
+                )
+        return pairs
 
     def pair_set_names(self, split: Literal["val", "test"]) -> list[str]:
         """Names (as used in metric keys) of the pair sets evaluated in ``split``."""
@@ -509,7 +535,7 @@ class FaceDataModule(pl.LightningDataModule):
 def _size_pair(size: int | Sequence[int], key: str) -> tuple[int, int]:
     pair = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
     if len(pair) != 2 or min(pair) < 1:
-        raise ValueError(f"data.{key} must be (height, width) with positive sides, got {size!r}")
+        raise InputError(f"data.{key} must be (height, width) with positive sides, got {size!r}")
     return pair  # type: ignore[return-value]
 
 
@@ -525,7 +551,7 @@ def _lr_view_size(size: int | str, key: str) -> int | tuple[int, int]:
             return (h, w)
         return int(text)
     except ValueError:
-        raise ValueError(f"data.{key}: {size!r} is not a size; expected an int (14) or 'HxW' ('16x12')") from None
+        raise InputError(f"data.{key}: {size!r} is not a size; expected an int (14) or 'HxW' ('16x12')") from None
 
 
 def _nuisance(difficulty: float, diversity: float) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, encode_jpeg
 
 from crossres.data.pairs import PairSet
+from crossres.errors import InputError
 
 __all__ = [
     "CorruptRecordError",
@@ -66,8 +67,16 @@ _LAYOUT = "expected insightface layout: train.rec, train.idx, property"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
-class CorruptRecordError(ValueError):
-    """A RecordIO record that cannot be read: bad magic, truncated, bad header or undecodable image."""
+class CorruptRecordError(InputError):
+    """A training item that cannot be read: a RecordIO record or an image file of an identity folder.
+
+    A record: bad magic, truncated, bad header or undecodable image; an image file: undecodable or not of the
+    configured size.
+    """
+
+
+class _RefusedGlobal(InputError, pickle.UnpicklingError):
+    """A ``.bin`` pickle that needs a global other than the few numpy reconstructors."""
 
 
 # ----------------------------------------------------------------------------------------------- images
@@ -545,7 +554,7 @@ class _BinUnpickler(pickle.Unpickler):
             import _codecs
 
             return _codecs.encode
-        raise pickle.UnpicklingError(
+        raise _RefusedGlobal(
             f"{self.path}: refused to load global {module}.{name}; an insightface .bin file holds only a list of "
             "JPEG bytes and a list of bools (numpy arrays allowed). The file may be malicious or not a .bin set."
         )
@@ -570,7 +579,8 @@ def load_bin(path: str | Path, name: str | None = None) -> PairSet:
     Raises:
         FileNotFoundError: if ``path`` does not exist.
         pickle.UnpicklingError: if the file needs a refused global (e.g. a malicious pickle).
-        ValueError: if the content is not ``(images, issame)`` with ``len(images) == 2 * len(issame)``.
+        InputError: if the file is truncated or not a pickle, or the content is not ``(images, issame)`` with
+            ``len(images) == 2 * len(issame)`` (a ``ValueError``).
     """
     path = Path(path)
     if not path.is_file():
@@ -578,12 +588,15 @@ def load_bin(path: str | Path, name: str | None = None) -> PairSet:
     with open(path, "rb") as f:
         try:
             content = _BinUnpickler(f, path).load()  # type: ignore[arg-type]
-        except pickle.UnpicklingError:
+        except _RefusedGlobal:
             raise
-        except Exception as err:
-            raise ValueError(f"{path} is not a readable insightface .bin pickle: {err}") from err
+        except Exception as err:  # truncated, not a pickle, ...
+            raise InputError(
+                f"{path} is not a readable insightface .bin pickle ({type(err).__name__}: {err}); the file may be "
+                "truncated (an interrupted download or copy) or not a .bin pair set"
+            ) from err
     if not isinstance(content, tuple | list) or len(content) != 2:
-        raise ValueError(f"{path}: expected a pickled (images, issame) pair, got {type(content).__name__}")
+        raise InputError(f"{path}: expected a pickled (images, issame) pair, got {type(content).__name__}")
     bins, issame = content
     encoded: list[bytes] = []
     for i, entry in enumerate(bins):
@@ -593,10 +606,10 @@ def load_bin(path: str | Path, name: str | None = None) -> PairSet:
             encoded.append(entry.tobytes())
         else:
             kind = f"array {entry.dtype} {entry.shape}" if isinstance(entry, np.ndarray) else type(entry).__name__
-            raise ValueError(f"{path}: image {i} is {kind}; expected encoded image bytes (JPEG/PNG)")
+            raise InputError(f"{path}: image {i} is {kind}; expected encoded image bytes (JPEG/PNG)")
     same = torch.as_tensor(np.asarray(issame, dtype=bool).reshape(-1))
     if len(encoded) != 2 * same.numel():
-        raise ValueError(f"{path}: {len(encoded)} images for {same.numel()} pairs; expected 2 images per pair")
+        raise InputError(f"{path}: {len(encoded)} images for {same.numel()} pairs; expected 2 images per pair")
     pairs = torch.arange(len(encoded), dtype=torch.long).reshape(-1, 2)
     return PairSet(name=name or path.stem, images=LazyJPEGImages(encoded), pairs=pairs, issame=same)
 
@@ -672,6 +685,10 @@ class ImageFolderFaces(Dataset):
     items also carry ``"landmarks"``: float32 ``(68, 2)`` iBUG points, which feed RIM's heatmap and parsing
     priors on real faces.
 
+    An image that does not decode, or (with ``image_size``) has another size, raises :class:`CorruptRecordError`
+    naming the file; with ``skip_corrupt=True`` the next readable image is returned instead, and every item gains
+    ``"corrupt"``: the number of images skipped to produce it (as :class:`RecordIOFaces` does).
+
     Args:
         root: the dataset directory.
         transform: optional callable applied to the ``uint8`` image tensor (not to the landmarks).
@@ -679,6 +696,8 @@ class ImageFolderFaces(Dataset):
         landmarks: 68 landmarks per image, paths relative to ``root``: the ``landmarks.json`` that
             ``crossres align`` writes beside its output, or any JSON/CSV in iBUG order
             (:func:`crossres.data.detect.load_landmarks68`).
+        image_size: ``(h, w)`` every image must have (a batch stacks them); ``None``: any size.
+        skip_corrupt: replace unreadable images by the next readable one instead of raising.
 
     Raises:
         FileNotFoundError: if ``root`` is missing or holds no images, or the landmarks file is missing.
@@ -691,9 +710,15 @@ class ImageFolderFaces(Dataset):
         transform: Callable | None = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         landmarks: str | Path | None = None,
+        image_size: tuple[int, int] | None = None,
+        skip_corrupt: bool = False,
     ) -> None:
         self.root = Path(root)
         self.transform = transform
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        self.skip_corrupt = skip_corrupt
+        self.num_corrupt = 0
+        self._reported: set[int] = set()
         self.classes, self.samples = _scan_identity_folder(self.root, extensions)
         self.num_classes = len(self.classes)
         self.landmarks: list[Tensor] | None = None
@@ -713,14 +738,48 @@ class ImageFolderFaces(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _load(self, path: Path) -> Tensor:
+        try:
+            image = decode_image_bytes(path.read_bytes())
+        except (RuntimeError, OSError) as err:
+            raise CorruptRecordError(f"image {path} does not decode ({str(err).splitlines()[-1]})") from err
+        if self.image_size is not None and tuple(image.shape[-2:]) != self.image_size:
+            h, w = self.image_size
+            raise CorruptRecordError(
+                f"image {path} is {image.shape[-2]}x{image.shape[-1]} px; the faces must be {h}x{w} (data.image_size): "
+                "align them to that size (crossres align) or set data.image_size"
+            )
+        return image
+
     def __getitem__(self, index: int) -> dict[str, Any]:
-        path, label = self.samples[index]
-        image = _read_image_file(path)
-        if self.transform is not None:
-            image = self.transform(image)
-        if self.landmarks is not None:
-            return {"image": image, "label": label, "landmarks": self.landmarks[index].clone()}
-        return {"image": image, "label": label}
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} images under {self.root}")
+        index %= n
+        for skipped in range(n):
+            item_index = (index + skipped) % n
+            path, label = self.samples[item_index]
+            try:
+                image = self._load(path)
+            except CorruptRecordError as err:
+                if not self.skip_corrupt:
+                    raise CorruptRecordError(
+                        f"{err}. Set skip_corrupt=True (--data.skip_corrupt=true) to skip such images."
+                    ) from err
+                self.num_corrupt += 1
+                if item_index not in self._reported:
+                    self._reported.add(item_index)
+                    log.warning("skipping %s", err)
+                continue
+            if self.transform is not None:
+                image = self.transform(image)
+            item: dict[str, Any] = {"image": image, "label": label}
+            if self.landmarks is not None:
+                item["landmarks"] = self.landmarks[item_index].clone()
+            if self.skip_corrupt:
+                item["corrupt"] = skipped
+            return item
+        raise CorruptRecordError(f"no readable image under {self.root}: all {n} images are unreadable")
 
 
 def folder_pairs(root: str | Path, num_pairs: int, seed: int = 0, name: str | None = None) -> PairSet:

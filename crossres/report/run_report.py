@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -23,6 +24,7 @@ import yaml
 
 from crossres.data.pairs import PairSet
 from crossres.data.protocols import KNOCHE_PROTOCOLS
+from crossres.errors import InputError
 from crossres.report.plots import (
     accuracy_vs_resolution,
     distance_distributions,
@@ -35,7 +37,7 @@ from crossres.report.plots import (
 from crossres.report.tables import results_table
 from crossres.transforms.functional import Backend
 
-__all__ = ["build_report", "compare_runs", "find_results_dir", "knoche_table", "report_sizes"]
+__all__ = ["build_report", "compare_runs", "find_results_dir", "knoche_table", "read_results", "report_sizes"]
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +244,9 @@ def build_report(
     If a wandb run is active, or ``wandb`` is set (then a new run is made; ``WANDB_MODE=offline`` works), the
     figures and results are logged to it.
 
+    The report is written into a temporary directory beside ``report/`` and renamed into place when complete: a
+    failure leaves neither a partial ``report/`` nor a changed earlier one.
+
     Args:
         run_dir: a run directory (the newest ``test-*``/``validate-*`` subdirectory with results is used) or
             the directory holding ``results_<split>.json``.
@@ -256,18 +261,62 @@ def build_report(
     Raises:
         FileNotFoundError: if no results are found.
         FileExistsError: if ``report/`` exists and ``overwrite`` is false.
+        InputError: if the results file is not a list of result rows.
     """
     results_dir = find_results_dir(run_dir, split)
     report_dir = results_dir / "report"
-    if report_dir.exists():
-        if not overwrite:
-            raise FileExistsError(
-                f"report directory {report_dir} already exists; pass overwrite=True (crossres report --overwrite) "
-                "to replace it"
-            )
-        shutil.rmtree(report_dir)
-    report_dir.mkdir(parents=True)
-    rows = json.loads((results_dir / f"results_{split}.json").read_text())
+    if report_dir.exists() and not overwrite:
+        raise FileExistsError(
+            f"report directory {report_dir} already exists; pass overwrite=True (crossres report --overwrite) "
+            "to replace it"
+        )
+    rows = read_results(results_dir / f"results_{split}.json")
+    building = Path(tempfile.mkdtemp(prefix=".report-", dir=results_dir))
+    try:
+        written, images = _write_report(results_dir, building, rows, split, examples)
+        if report_dir.exists():
+            shutil.rmtree(report_dir)
+        building.rename(report_dir)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    logged = _log_wandb([report_dir / p.name for p in images], rows, _run_label(results_dir), results_dir, force=wandb)
+    if logged:
+        log.info("build_report: logged %d figures to %s", len(images), logged)
+    return [report_dir / path.relative_to(building) for path in written]
+
+
+_RESULT_KEYS = ("pair_set", "comparison", "protocol", "acc")
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Read ``results_<split>.json``: a list of rows with ``pair_set``, ``comparison``, ``protocol``, ``acc``.
+
+    Args:
+        path: the results file.
+
+    Returns:
+        The rows.
+
+    Raises:
+        InputError: if the file is not JSON or not such a list (the message names the file).
+    """
+    try:
+        rows = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path} is not a JSON results file ({err}); rerun `crossres test` to rewrite it") from None
+    bad = not isinstance(rows, list) or not all(isinstance(r, dict) and set(_RESULT_KEYS) <= r.keys() for r in rows)
+    if bad:
+        raise InputError(
+            f"{path} is not a list of result rows with keys {', '.join(_RESULT_KEYS)}; rerun `crossres test` to "
+            "rewrite it"
+        )
+    return rows
+
+
+def _write_report(
+    results_dir: Path, report_dir: Path, rows: list[dict[str, Any]], split: str, examples: bool
+) -> tuple[list[Path], list[Path]]:
+    """Write every file of the report into ``report_dir``; returns (the files, report.md first; the figures)."""
     config = _read_config(results_dir)
     run_name = _run_label(results_dir)
     method = _method_name(config, run_name)
@@ -344,10 +393,7 @@ def build_report(
     report_md = report_dir / "report.md"
     report_md.write_text("\n".join(lines) + "\n")
     images = [path for _, path, _ in figures]
-    logged = _log_wandb(images, rows, run_name, results_dir, force=wandb)
-    if logged:
-        log.info("build_report: logged %d figures to %s", len(images), logged)
-    return [report_md, *images, table_csv, *judge_files]
+    return [report_md, *images, table_csv, *judge_files], images
 
 
 def compare_runs(
@@ -385,7 +431,7 @@ def compare_runs(
     runs: list[tuple[str, str, list[dict[str, Any]]]] = []
     for run_dir in run_dirs:
         results_dir = find_results_dir(run_dir, split)
-        rows = json.loads((results_dir / f"results_{split}.json").read_text())
+        rows = read_results(results_dir / f"results_{split}.json")
         label = _run_label(results_dir)
         runs.append((_method_name(_read_config(results_dir), label), label, rows))
     every = sort_protocols([str(r["protocol"]) for _, _, rows in runs for r in rows if r["protocol"]])
