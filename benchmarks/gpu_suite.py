@@ -10,10 +10,10 @@ next one starts; the results are rewritten after every section, so a killed run 
    ``dlib_resnet`` at 150 px when ``build_backbone("dlib_resnet")`` exists (else a row with the reason), one device,
    batch sized to the memory (two probe steps give the memory per image; the largest power of two under 80 % of the
    device's memory, at most ``--max-batch``), bf16-mixed (autocast) + channels_last, without and with
-   ``torch.compile`` (the backbone, in place, as ``model.compile: true`` does). Beside each: training FLOPs per image
-   (forward + backward, counted by ``torch.utils.flop_counter.FlopCounterMode``), the achieved TFLOP/s and their
-   fraction of the device's dense bf16 peak, and the ratio to the V100 anchor (insightface ``arcface_torch``: about
-   690 img/s for r50 per V100 in fp16; goal on an H100: >= 2,100 img/s, 3x).
+   ``torch.compile`` (the backbone, in place, as ``model.compile: true`` does), cuDNN autotuning on. Beside each:
+   training FLOPs per image (forward + backward, counted by ``torch.utils.flop_counter.FlopCounterMode``), the
+   achieved TFLOP/s and their fraction of the device's dense bf16 peak, and the ratio to the V100 anchor (insightface
+   ``arcface_torch``: about 690 img/s for r50 per V100 in fp16; goal on an H100: >= 2,100 img/s, 3x).
 2. ``methods``: one training step of each method (Baseline, BatchCR, SiameseCR, GuidedCNN, DCR step 2, IPUNet, RIM)
    built from its config in ``experiments/`` (``bench_memory.method_settings``; pretrained networks replaced by fresh
    copies), through ``Trainer.fit`` with bf16-mixed + channels_last on a GPU: images/s = batch / median interval
@@ -371,8 +371,14 @@ def measure_throughput(
 
 
 def section_throughput(args: argparse.Namespace, device: torch.device, box: Box, results: dict) -> dict[str, Any]:
-    measure_throughput("iresnet50", args.image_size, 512, args, device, box)
-    measure_throughput("dlib_resnet", args.dlib_image_size, 128, args, device, box)
+    """Images/s, FLOPs and fraction of the bf16 peak of iresnet50 and dlib_resnet, eager and compiled."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True  # fixed shapes, as insightface trains (crossres: ``trainer.benchmark: true``)
+    try:
+        measure_throughput("iresnet50", args.image_size, 512, args, device, box)
+        measure_throughput("dlib_resnet", args.dlib_image_size, 128, args, device, box)
+    finally:
+        torch.backends.cudnn.benchmark = previous
     rows = box.rows
     measured = [r for r in rows if r["model"].startswith("iresnet50") and r.get("status") == "measured"]
     summary = []
@@ -555,6 +561,7 @@ def measured_rows(results: dict, model_prefix: str = "iresnet50") -> list[dict[s
 
 
 def section_degradation(args: argparse.Namespace, device: torch.device, box: Box, results: dict) -> dict[str, Any]:
+    """``degrade`` of the iresnet50 rows' batch, and its share of their training step."""
     from bench_degradation import crossres_batched, draw_sides
 
     steps = measured_rows(results)
@@ -594,6 +601,7 @@ def section_degradation(args: argparse.Namespace, device: torch.device, box: Box
 
 # ------------------------------------------------------------------------------------------------- 4. loader
 def section_loader(args: argparse.Namespace, device: torch.device, box: Box, results: dict) -> dict[str, Any]:
+    """RecordIO decode and training-loader records/s per worker count against the training's need."""
     from bench_recordio import decode_only, loader_rate, write_rec
 
     steps = measured_rows(results)
@@ -636,6 +644,7 @@ def section_loader(args: argparse.Namespace, device: torch.device, box: Box, res
 
 # --------------------------------------------------------------------------------------------- 5. evaluation
 def section_eval(args: argparse.Namespace, device: torch.device, box: Box, results: dict) -> dict[str, Any]:
+    """Pairs/s of the 7...112 px sweep: crossres's evaluation vs the naive per-size one."""
     from bench_eval_cost import HR_SIZE, PassCounter, crossres_eval, naive_eval
 
     from crossres.data.datamodule import FaceDataModule
@@ -713,6 +722,7 @@ def overhead_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
 
 
 def section_overhead(args: argparse.Namespace, device: torch.device, box: Box, results: dict) -> dict[str, Any]:
+    """One epoch through Lightning + crossres vs a plain PyTorch loop (``bench_overhead``)."""
     from bench_overhead import curve_difference, run_data_only, run_lightning, run_plain
 
     data, model_args, hp = overhead_settings(args)
@@ -754,6 +764,7 @@ def section_overhead(args: argparse.Namespace, device: torch.device, box: Box, r
 
 # ---------------------------------------------------------------------------------------------------- 7. DDP
 def section_ddp(args: argparse.Namespace, device: torch.device, box: Box, results: dict) -> dict[str, Any]:
+    """The same steps with one-process DDP (NCCL on a GPU, gloo on a CPU) and without."""
     import torch.distributed as dist
     from bench_overhead import LossRecorder, curve_difference
     from lightning.pytorch.strategies import DDPStrategy
