@@ -13,20 +13,17 @@ CPU budget: the faces are rendered once at 56 px, half the paper's 112 px (ident
 pair count and nuisance from experiments/data/synthetic.yaml), and every size is halved with them: probes of
 4/6/8/10 px stand for the paper's 8/12/16/20 px, the trunk's LR views are 20x20 and 3x3 for 40x40 and 6x6. The
 trunk is the paper's architecture at width 8 (channels 8-128) with a 128-d feature, trained with AdamW (lr 1e-3;
-the BatchNorm-free trunk learns far more slowly with the paper's momentum SGD in a CPU budget).
-Full mode: 20 min of CPU (measured: 48 min wall with --threads 1 on a machine shared with three jobs);
-``--size 112`` (the paper's sizes): 7,228 s of CPU, 1 h 04 min wall with --threads 2 on a quiet machine; with
-``--threads 1 --eval-pairs 6000``: 1 h 06 min wall sharing the cores with another job (the 6,000-pair evaluation
-of trunk and DCR: 1,110 s of it).
+the BatchNorm-free trunk learns far more slowly with the paper's momentum SGD in a CPU budget). ``--size 112``
+runs the paper's sizes. Run times: ``experiments/README.md``.
 
 ``--eval-pairs N`` scores the trunk and DCR once more on N pairs of ``--eval-pair-identities`` unseen identities and
 gives each gain with a paired bootstrap interval (pairs resampled within the 10 folds): the paper's gains are smaller
-than the standard error of the 600 default pairs (about 2 points), so only the large pair set shows their shape
+than the standard error of the 600 default pairs, so only the large pair set shows their shape
 (``experiments/README.md`` has the measured table).
 
 Usage:
     python benchmarks/reproduce_dcr.py            # full
-    python benchmarks/reproduce_dcr.py --quick    # smoke run, about a minute
+    python benchmarks/reproduce_dcr.py --quick    # smoke run
     python benchmarks/reproduce_dcr.py --size 112 --eval-pairs 6000 --eval-pair-identities 1000
 """
 

@@ -12,11 +12,11 @@ beats every other row on HR-LR while keeping CNN_H's HR-HR.
 
 CPU budget: the faces are rendered once at 64 px (the 112 px renderer scaled down; identity counts, pair count and
 nuisance from experiments/data/synthetic.yaml) into an identity folder, the probes are 8 px (8x), the backbone a
-width-8 iresnet18; 8 epochs from scratch, 4 epochs of fine-tuning. Full mode: about 20 minutes of one CPU core.
+width-8 iresnet18; 8 epochs from scratch, 4 epochs of fine-tuning.
 
 Usage:
     python benchmarks/reproduce_guided_cnn.py            # full
-    python benchmarks/reproduce_guided_cnn.py --quick    # smoke run, about a minute
+    python benchmarks/reproduce_guided_cnn.py --quick    # smoke run
 """
 
 from __future__ import annotations

@@ -13,11 +13,11 @@ middle sizes (the smallest sizes keep too little identity for either).
 CPU budget: faces are rendered once at 64 px (identity count, images per identity and nuisance from
 experiments/data/synthetic.yaml) and every size of the paper's 112x96 list is scaled by (64/112, 64/96); the U-Net
 takes the 64 px face directly (sr_size 64, 6 blocks: the paper's 128 px / 7 blocks scaled down), width 16; the
-recogniser is a width-8 iresnet18. Full mode: about 20 minutes on 2 free CPU cores.
+recogniser is a width-8 iresnet18.
 
 Usage:
     python benchmarks/reproduce_ipunet.py            # full
-    python benchmarks/reproduce_ipunet.py --quick    # smoke run, about a minute
+    python benchmarks/reproduce_ipunet.py --quick    # smoke run
 """
 
 from __future__ import annotations

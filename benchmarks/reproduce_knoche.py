@@ -11,12 +11,11 @@ model is best at the lowest resolutions; at high resolutions all are close.
 
 CPU budget: faces rendered once at 112 px (identity counts, pair count and nuisance from
 experiments/data/synthetic.yaml) into an identity folder; a width-8 iresnet18 with the stride-2 stem of
-experiments/baseline.yaml; 5 epochs each. Full mode: 9 min of CPU (measured: 24 min wall with --threads 1 on a
-machine shared with three jobs).
+experiments/baseline.yaml; 5 epochs each. Run times: ``experiments/README.md``.
 
 Usage:
     python benchmarks/reproduce_knoche.py            # full
-    python benchmarks/reproduce_knoche.py --quick    # smoke run, about a minute
+    python benchmarks/reproduce_knoche.py --quick    # smoke run
 """
 
 from __future__ import annotations

@@ -17,13 +17,13 @@ One run, fixed seed, 8x super-resolution (64 px HR faces, 8 px probes; the 112 p
 PSNR/SSIM of RIM's SR faces and of the bicubic probes against
 the HR faces are measured on the test pairs. The SR grid is written to ``docs/img/rim_sr_grid.png``.
 
-    python benchmarks/reproduce_rim.py            # full (117 min in session 3 beside 3 other jobs, 27 min in session 6)
-    python benchmarks/reproduce_rim.py --quick    # smoke run (about 2 min)
+    python benchmarks/reproduce_rim.py            # full
+    python benchmarks/reproduce_rim.py --quick    # smoke run
     python benchmarks/reproduce_rim.py --reevaluate --pairs 6000 --pair-identities 1000
     python benchmarks/reproduce_rim.py --probe 16 --out runs/reproduce_rim_16px --grid runs/reproduce_rim_16px/grid.png
     python benchmarks/reproduce_rim.py --capacity --probe 16 --out runs/reproduce_rim_16px --pairs 6000
     python benchmarks/reproduce_rim.py --probe 16 --student-width 2 --rim-epochs 30 --assistant-after-epoch 24 \
-        --out runs/reproduce_rim_16px_w2 --grid runs/reproduce_rim_16px_w2/grid.png   # 18 min in session 7
+        --out runs/reproduce_rim_16px_w2 --grid runs/reproduce_rim_16px_w2/grid.png
 
 ``--probe`` moves the operating point (16 px: 4x, where the teacher keeps more of the identity on the bicubic
 probe, as the paper's teacher does at 28 px of 224; pass the same ``--probe`` and ``--out`` to ``--reevaluate``).
@@ -42,13 +42,13 @@ assistant alone on their frozen output.
 (``assistant_after_epoch: 0``), saved as ``rim_assistant_phase.ckpt``; with ``--assistant-width W`` a new assistant of
 that width, from scratch (``rim_assistant_phase_wW.ckpt``). Score it with ``--reevaluate --checkpoint <that file>``.
 
-``--without-assistant`` trains only (e) for a finished run (runs before session 7 lack it).
+``--without-assistant`` trains only (e) for a finished run that lacks it.
 
 ``--reevaluate`` trains nothing: it loads the run's ``rim.ckpt`` (and the teacher it names; and
 ``rim_without_assistant.ckpt`` when present) and measures (a), (d), (e), (f), (e'), (g) again on a larger synthetic
 pair set, with a paired bootstrap of (f) - (e), (f) - (e') and (d) - (a) over pairs resampled within each fold
-(the 600 default pairs hold only 300 distinct positive pairs: a 10-fold accuracy of
-about 86 % then has a standard error of about 1.4 points, more than the (f) - (e) gap in question).
+(the 600 default pairs hold only 300 distinct positive pairs, too few to resolve the (f) - (e) gap;
+``experiments/README.md`` has the run times and the intervals).
 """
 
 from __future__ import annotations

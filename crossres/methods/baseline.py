@@ -19,14 +19,8 @@ __all__ = ["Baseline"]
 class Baseline(CrossResMethod):
     """A backbone + margin head trained on HR faces, LR faces, or both.
 
-    Paper:
-        The HR baseline of Knoche et al. 2021 (004, §3.1: ResNet-50 + ArcFace, momentum SGD) and the
-        "fine-tuned on LR" baseline [12] of Guided-CNN (000, Table 1): train on HR, then
-        ``finetune_from`` that checkpoint with ``train_on: lr``.
-
-    Deviations:
-        ``train_on: mixed`` feeds every image twice, HR and LR, in one batch; the half-HR/half-LR batches
-        of Knoche's BT are :class:`~crossres.methods.BatchCR`.
+    Paper: Knoche et al. 2021 (004) §3.1; the fine-tuned baseline [12] of Guided-CNN (000).
+    The paper's notes, the equations-to-code map and the deviations: ``docs/methods/baseline.md``.
 
     Args:
         backbone: ``iresnet18`` … ``iresnet100`` or any timm model name.

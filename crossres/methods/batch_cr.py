@@ -19,27 +19,8 @@ __all__ = ["BatchCR"]
 class BatchCR(CrossResMethod):
     """The baseline recogniser trained on batches that are half HR, half LR.
 
-    Paper:
-        Image resolution susceptibility of face recognition models (004). §5.1, BT-r: "the architecture is
-        equivalent to our baseline network" (ResNet-50 + ArcFace, §3.1); "we now randomly select half of the HR
-        images per batch and synthetically reduce their resolution", so that every batch holds HR and LR faces in
-        the same ratio. §6.2, BT-M: the LR size of each degraded face is drawn uniformly from
-        ``{7, 14, 28, 56, 112}``.
-
-    The degradation belongs to the data module: BT-r is ``data.lr_prob: 0.5``, ``data.lr_policy: fixed``,
-    ``data.lr_sizes: [r]``; BT-M is ``data.lr_prob: 0.5``, ``data.lr_policy: choice``,
-    ``data.lr_sizes: [7, 14, 28, 56, 112]`` (``data.lr_per: sample``). The method trains on ``batch["lr"]``,
-    which is then the mixed batch.
-
-    Deviations:
-        * The half is an exact count (``round(B / 2)`` faces, a random subset), as the data module draws it;
-          BT-M's size 112 leaves a "degraded" face at HR, so on average 60 % of a BT-M batch is at 112 px, as
-          in the paper's sampling.
-        * At fit start the data module's sampler is checked: ``lr_prob`` of 0 (the HR baseline) or 1 (the
-          LR-only baseline) and ``lr_per: batch`` (whole batches at one size) do not mix resolutions within a
-          batch and stop the run with a ``ValueError``; any other ``lr_prob`` than the paper's 0.5 only warns.
-        * ``train_loss_ce_hr`` / ``train_loss_ce_lr`` log the cross-entropy of the HR and the LR part of each
-          batch (the optimised loss, ``train_loss``, is their sample-weighted mean).
+    Paper: Image resolution susceptibility of face recognition models (004), §5.1 and §6.2.
+    The paper's notes, the equations-to-code map and the deviations: ``docs/methods/batch_cr.md``.
 
     Args:
         backbone: ``iresnet18`` … ``iresnet100`` (the paper's ResNet-50 is ``iresnet50``) or a timm model name.

@@ -24,36 +24,8 @@ _OCCLUSION_SEED = 20_170_000
 class GuidedCNN(CrossResMethod):
     """A frozen guide ``CNN_H`` for HR faces and a learner ``CNN_L`` of the same architecture for LR faces.
 
-    Paper:
-        Guided Convolutional Neural Network for cross-resolution face recognition (000). ``CNN_H`` is pre-trained
-        on HR faces and serves as the guide; ``CNN_L`` takes the LR face upscaled to the HR size and learns with
-        the softmax loss, Eq. (1), plus the cross-domain loss that pulls its l2-normalised feature towards the
-        guide's feature of the same HR face, Eq. (2): ``L = Ls(Lx) + λ·Lc(Hx, Lx)``, Eq. (3). At test time HR
-        faces go through ``CNN_H`` and LR faces through ``CNN_L`` (§3.1, Fig. 2); in the "unknown resolution"
-        scenario the query is embedded by both and the embedding nearer the HR gallery feature is kept. ``λ = 0``
-        is the paper's "Ours*". More than two sub-CNNs (§2.1): one learner per LR size, sharing the guide. §3.2
-        trains the learner on occluded HR faces instead (a 20 % block, or the upper or lower half) and tests
-        HR-OC.
-
-    Deviations:
-        * Guide and learner are any crossres backbone (the paper uses Light CNN and the Center-Loss CNN); the
-          guide is a crossres checkpoint or an insightface ``backbone.pth``, loaded before ``fit`` and frozen: it
-          stays in eval mode (BatchNorm statistics never move) even when the module is put in train mode.
-        * The learner starts from the guide's weights (``init_learner_from_guide``); the paper leaves its
-          initialisation open ("learned from LR ones but share information across sub-CNN models"). Its Table 1
-          "Ours*" row has the LR-LR accuracy of the LR-only CNN, which suggests a learner trained from scratch:
-          ``init_learner_from_guide: false`` reproduces that reading.
-        * Eq. (2) is averaged over the batch (``Lc`` is written per pair); with several learners the loss is the
-          sum of one Eq. (3) per learner, each with its own softmax head.
-        * ``test_mode: unknown`` (§3.1) changes the cross-resolution scores only: the query's feature from
-          ``CNN_H`` or ``CNN_L``, whichever is nearer the other, HR, image of the pair, is scored (both pair
-          orders, as every crossres HR-LR score). HR-HR and LR-LR keep the known routing. ``predict`` always uses
-          the known routing and the data module's LR protocols (no occlusion).
-        * Occlusion (§3.2): the learner sees ``occlude(hr)`` during training (the global RNG, seeded by
-          ``seed_everything``); at evaluation the data module's LR protocols are replaced by one protocol,
-          ``oc_<mode>[<area %>]`` (e.g. ``oc_block20``), whose probes are the occluded HR faces, occluded
-          deterministically per pair (seed ``_OCCLUSION_SEED + 2·pair_id + image index``), so the "HR-LR" and
-          "LR-LR" rows of that protocol are the paper's HR-OC and OC-OC.
+    Paper: Guided Convolutional Neural Network for cross-resolution face recognition (000).
+    The paper's notes, the equations-to-code map and the deviations: ``docs/methods/guided_cnn.md``.
 
     Args:
         backbone: architecture of both sub-CNNs: ``iresnet18`` … ``iresnet100`` or a timm model name.

@@ -26,78 +26,8 @@ EvalMode = Literal["rim", "fhn_student", "fhn_teacher", "teacher"]
 class RIM(CrossResMethod):
     """Resolution Invariant Model: FHN super-resolves the LR probe 8x, HRN recognises it by residual distillation.
 
-    Paper:
-        Resolution Invariant Model for cross-resolution face recognition (001). FHN (§3.1): a coarse SR network
-        ``G_c`` turns the bicubic-upsampled probe into ``I_c``; a tri-path generator (global features ``G_f``,
-        landmark heatmaps ``G_l``, parsing maps ``G_p``) runs on ``I_c`` and on the real HR face; a mix-adversarial
-        discriminator reconstructs the SR face from the concatenated maps (feature integrator ``D_i``) and measures
-        the MK-MMD between the maps of ``I_c`` and of the HR faces (domain discriminator ``D_d``). ``G`` minimises
-        Eq. (1) ``L_domain + λ0·L_pixel + λ1·L_landmark + λ2·L_parsing``; ``D_i`` minimises ``L_pixel`` (Eq. (5));
-        ``D_d`` maximises ``L_domain`` (Eq. (6)), the minimax of Eq. (10). HRN (§3.2): a frozen HR teacher sees the
-        HR face; a student and a teacher assistant see the SR face; all three are split into K = 4 blocks. The
-        student matches the teacher's last block, Eq. (11); the assistant learns the residual ``f_T^k - f_S^k`` at
-        every block, Eq. (12); the probe feature is ``f_S = f_S^K + f_A^K``. FHN and HRN are trained jointly, end
-        to end (§3.3), with RMSprop at 1e-3 (§4). At test time the HR gallery face gives ``f_T`` and the LR probe
-        ``f_S``; they are compared by cosine similarity (§3.3).
-
-    Deviations:
-        * Layers: the paper gives none. FHN follows FSRNet (its ref. [4]): residual blocks without normalisation;
-          each path is a stride-2 convolution and residual blocks; ``I_c = I_lr + G_c(I_lr)`` and
-          ``I_sr = I_c + D_i(maps)`` (global residuals). The concatenated maps are ``[G_f, G_l, softmax(G_p)]``.
-          ``D_d`` is a 1x1 convolution, three stride-2 convolutions, pooling and a linear layer (``domain_dim``).
-          FHN works at half resolution (FSRNet predicts its priors at half size): the tri-path maps and the
-          landmark/parsing targets are ``H/2 x W/2``; images come back to ``H x W`` by sub-pixel convolutions whose
-          weights start at zero (``I_sr = I_c = I_lr`` before training).
-        * MK-MMD: the biased estimate of Eq. (8) with Gaussian kernels ``exp(-d²/(2σ_u))`` (the paper gives no
-          bandwidths); by default ``σ_u`` are multiples of the mean squared distance of the pooled features (DAN's
-          heuristic), which keeps Eq. (6)'s maximisation scale-free (with fixed bandwidths ``D_d`` can saturate every
-          kernel, where the MMD and its gradient vanish). ``β = softmax(logits)`` keeps Eq. (9)'s ``β_u > 0,
-          Σβ_u = 1``; with ``learn_kernel_weights`` the logits belong to the maximising player ``D_d`` (Gretton et
-          al.'s choice of the kernel that maximises the MMD), otherwise ``β`` stays uniform. Per-rank batches unless
-          ``mmd_gather_distributed``.
-        * Losses: ``loss_reduction: sum`` (default) is the paper's formulas, per-image sums over pixels (Eq. (4) with
-          its ``1/C``) and squared L2 norms of whole maps (Eqs. (11), (12)), averaged over the batch; ``mean`` also
-          averages over elements (a rescaling of the ``λ``s). With sums the pixel term dominates Eq. (1) and
-          ``L_domain`` (at most 2) is a light regulariser; ``λ0 = λ1 = λ2 = 1`` (the paper gives none). Eq. (3)'s
-          targets are Gaussians of ``heatmap_sigma`` px at the data's landmarks (``crossres.data.priors``); parsing
-          labels come from the data, or from the landmarks when a batch has none.
-        * Joint end-to-end training (§3.3): FHN also receives ``λ_rec · (L_S / ||f_T^K||² + L_A / Σ_k ||f_T^k||²)``
-          through the SR face: the distillation errors relative to the teacher's map energy (the paper gives no
-          weight; the raw squared norms scale with the teacher's activations, ~1e4-1e5 for a small iresnet, and would
-          swamp Eq. (1)). The public code instead trains HRN on stored SR faces (and initialises student and
-          assistant from the teacher); ``lambda_recognition: 0`` is that reading.
-        * Players and optimizers: ``fhn`` (``θ_G`` and ``θ_i``, two parameter groups of one optimizer: one backward
-          of Eq. (1) gives ``θ_i`` the gradient ``λ0·∇L_pixel``, Eq. (5) up to ``λ0``, which RMSprop's per-parameter
-          normalisation removes), ``domain`` (``θ_d`` and the kernel logits), ``student``, ``assistant``; each is
-          stepped every batch inside its ``toggled_optimizer`` (the public code never steps the assistant's
-          optimizer). One step: FHN forward and its losses; the student (Eq. (11)) and the assistant (Eq. (12),
-          ``f_S`` constant: the student's objective is Eq. (11) alone) step on the SR face taken as an input leaf,
-          whose gradient gives ``∂L_rec/∂I_sr``; FHN steps on Eq. (1) plus ``λ_rec·⟨I_sr, ∂L_rec/∂I_sr⟩`` (the
-          gradient of a joint backward, with one forward of each network); ``D_d`` steps on the detached maps. Every
-          optimizer step counts as a global step (4 per batch).
-        * Schedule: §3.3 trains every sub-net jointly, end to end (the default); §3.2 uses the assistant "after
-          assistant and student network reaching their optima". ``assistant_after_epoch: N`` is that second reading:
-          the assistant joins at epoch ``N``, alone, on the frozen student's residuals. On synthetic faces the joint
-          assistant adds nothing measurable at inference; the sequential one adds +1.02 points where the student
-          sees the HR face, at most +0.24 (within noise) behind FHN (``experiments/README.md``, RIM).
-        * Blocks (§4): the 4 stages of each (ResNet-like) backbone. The paper picks networks whose block outputs
-          agree; where a student's or assistant's channels differ from the teacher's, a 1x1 convolution maps each
-          block output to the teacher's channels (the spatial sizes must agree). The assistant's adapters train with
-          Eq. (12), the student's last one with Eq. (11); Eq. (11) does not reach the student's adapters of blocks
-          1 .. K-1, which Eq. (12) needs, so they are fitted to the teacher's maps by the same squared error on
-          detached student maps (``train_loss_student_adapters``): they translate the student's maps into the
-          teacher's channels without changing what the student learns. FHN sees Eq. (12) through ``f_A`` only.
-          The probe embedding is the frozen teacher's embedding head applied to ``f_S^K + f_A^K``, so that it lives
-          in the teacher's space and is comparable with the gallery's ``f_T``. Student and assistant start from
-          random weights (the paper does not say).
-        * Evaluation (§3.3, Table 2): the HR gallery side is always the teacher on the HR face; LR-LR scores use the
-          probe path on both faces. ``eval_mode`` picks the probe path for the ablations of Table 1 without new
-          training: ``rim`` (f; with ``use_assistant: false`` the student alone), ``fhn_student`` (this run's
-          student without its assistant; the paper's (e) is a model of its own, ``use_assistant: false``: §4.1
-          trains each combination "respectively"), ``fhn_teacher`` (d, Table 2's HR-SR: the teacher on the SR
-          face), ``teacher`` (a, the teacher on the bicubic probe). ``use_fhn: false`` trains the HRN on the bicubic
-          probe (Table 1 (c), distillation without FHN). Training LR faces come from the data module (RIM: 8x, set
-          ``data.lr_sizes`` to ``H / 8``).
+    Paper: Resolution Invariant Model for cross-resolution face recognition (001).
+    The paper's notes, the equations-to-code map and the deviations: ``docs/methods/rim.md``.
 
     Args:
         teacher_backbone: the HR teacher's architecture (ResNet50-IR in the paper); must match ``teacher_weights``.
