@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import random
 from pathlib import Path
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
+from typing_extensions import Self
 
 from crossres.metrics.verification import VerificationMetric
 from crossres.nn.weights import load_backbone_weights
@@ -22,6 +23,8 @@ __all__ = [
     "HR_MODEL_PATH",
     "CrossResMethod",
     "NonFiniteLossError",
+    "freeze",
+    "is_frozen",
     "load_method",
     "load_pretrained",
 ]
@@ -50,6 +53,33 @@ def load_pretrained(module: nn.Module, path: str | None, key: str, prefix: str |
             "backbone.pth with the same backbone arguments)."
         )
     load_backbone_weights(module, path, prefix=prefix)
+
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+_FROZEN = "_crossres_frozen"
+
+
+def freeze(module: ModuleT) -> ModuleT:
+    """Freeze a pretrained network: no gradients, eval mode, kept in eval mode by :meth:`CrossResMethod.train`.
+
+    BatchNorm statistics and dropout of a frozen network then never change, also while the method trains.
+
+    Args:
+        module: the network (a guide, teacher, recogniser or trunk) inside a :class:`CrossResMethod`.
+
+    Returns:
+        ``module``, frozen.
+    """
+    module.requires_grad_(False)
+    module.eval()
+    setattr(module, _FROZEN, True)
+    return module
+
+
+def is_frozen(module: nn.Module) -> bool:
+    """Whether :func:`freeze` froze ``module``."""
+    return bool(getattr(module, _FROZEN, False))
 
 
 _COMPARISONS = {"hr_hr": "HR-HR", "lr_lr": "LR-LR", "hr_lr": "HR-LR"}
@@ -159,6 +189,14 @@ class CrossResMethod(pl.LightningModule):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.embed(images)
+
+    def train(self, mode: bool = True) -> Self:
+        """Set the train/eval mode; networks frozen by :func:`freeze` stay in eval mode."""
+        super().train(mode)
+        for module in self.modules():
+            if is_frozen(module):
+                module.eval()
+        return self
 
     # ---------------------------------------------------------------------------------------- resuming
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

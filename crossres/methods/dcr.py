@@ -8,11 +8,10 @@ from typing import Any, Literal, cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from typing_extensions import Self
 
 from crossres.losses.center import CenterLoss
 from crossres.losses.coupled import CoupledMappingLoss
-from crossres.methods.base import CrossResMethod
+from crossres.methods.base import CrossResMethod, freeze
 from crossres.nn.backbones import build_backbone
 from crossres.nn.coupled import BranchPair, DCRTrunk, ResolutionEstimator, count_parameters
 from crossres.nn.heads import build_head
@@ -108,8 +107,7 @@ class DCRTwoStage(CrossResMethod):
             self.trunk_head = build_head("softmax", dim, classes)
             self.trunk_center = CenterLoss(classes, dim, alpha=hp["center_alpha"])
             return
-        self.trunk.requires_grad_(False)
-        self.trunk.eval()
+        freeze(self.trunk)  # §II-B step 2: "model parameters of the trunk network remain unchanged"
         self.branches = nn.ModuleDict(
             {str(k): BranchPair(dim, hp["branch_features"], classes) for k in self.branch_sizes}
         )
@@ -128,12 +126,6 @@ class DCRTwoStage(CrossResMethod):
         self.estimator = ResolutionEstimator(dim, len(self.branch_sizes), hidden=hp["estimator_hidden"])
 
     # ------------------------------------------------------------------------------------- frozen trunk
-    def train(self, mode: bool = True) -> Self:
-        super().train(mode)
-        if self.stage == 2:
-            self.trunk.eval()  # 003 §II-B step 2: "model parameters of the trunk network remain unchanged".
-        return self
-
     def setup(self, stage: str) -> None:
         if self.stage != 2 or stage != "fit" or self.trainer.ckpt_path is not None:
             return

@@ -7,10 +7,9 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from typing_extensions import Self
 
 from crossres.losses.guidance import FeatureGuidanceLoss
-from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, load_pretrained
+from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, freeze, load_pretrained
 from crossres.nn.backbones import build_backbone
 from crossres.nn.heads import build_head
 from crossres.transforms.functional import occlusion_mask, resolve_size
@@ -97,9 +96,7 @@ class GuidedCNN(CrossResMethod):
             )
 
         # §2.1: CNN_H and CNN_L have "the identical structure but different configurations".
-        self.guide = sub_cnn()
-        self.guide.requires_grad_(False)
-        self.guide.eval()
+        self.guide = freeze(sub_cnn())  # CNN_H: pre-trained on HR faces, never updated, BatchNorm included
         self.learner_sizes: list[int] | None = [int(s) for s in sizes] if sizes is not None else None
         count = len(sizes) if sizes is not None else 1
         self.learners = nn.ModuleList(sub_cnn() for _ in range(count))
@@ -111,11 +108,6 @@ class GuidedCNN(CrossResMethod):
         self.guidance = FeatureGuidanceLoss(reduction="mean")
 
     # --------------------------------------------------------------------------------------- the guide
-    def train(self, mode: bool = True) -> Self:
-        super().train(mode)
-        self.guide.eval()  # CNN_H is frozen: pre-trained on HR faces and never updated, BatchNorm included.
-        return self
-
     def setup(self, stage: str) -> None:
         if stage != "fit" or self.trainer.ckpt_path is not None:
             return

@@ -7,10 +7,9 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from typing_extensions import Self
 
 from crossres.losses.identity import IdentityPreservingLoss
-from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, load_pretrained
+from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, freeze, load_pretrained
 from crossres.nn.backbones import build_backbone
 from crossres.nn.unet import UNet
 from crossres.transforms.functional import downsample, upsample
@@ -76,16 +75,10 @@ class IPUNet(CrossResMethod):
             hp["backbone"], embedding_size=hp["embedding_size"], image_size=self.image_size,
             **(hp["backbone_kwargs"] or {}),
         )  # fmt: skip
-        self.recognizer.requires_grad_(False)
-        self.recognizer.eval()
+        freeze(self.recognizer)  # pre-trained on HR faces, never updated, BatchNorm included
         self.identity_loss = IdentityPreservingLoss(beta=hp["beta"], normalize=hp["normalize_embeddings"])
 
     # ------------------------------------------------------------------------------------ the recogniser
-    def train(self, mode: bool = True) -> Self:
-        super().train(mode)
-        self.recognizer.eval()  # frozen: pre-trained on HR faces, never updated, BatchNorm included
-        return self
-
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.trainer.ckpt_path is None:
             load_pretrained(self.recognizer, self.hparams["recognizer_weights"], "model.recognizer_weights")

@@ -6,13 +6,12 @@ from typing import Any, ClassVar, Literal, get_args
 
 import torch
 from torch import Tensor, nn
-from typing_extensions import Self
 
 from crossres.data.priors import landmarks_to_heatmaps, landmarks_to_parsing
 from crossres.losses.distillation import ResidualDistillationLoss, StudentDistillationLoss
 from crossres.losses.hallucination import LandmarkHeatmapLoss, ParsingLoss, PixelLoss
 from crossres.losses.mmd import MKMMD
-from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, load_pretrained
+from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, freeze, load_pretrained
 from crossres.metrics.image_quality import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure, psnr
 from crossres.nn.backbones import build_backbone
 from crossres.nn.distillation import AdaptedBlocks, BlockwiseBackbone
@@ -149,9 +148,7 @@ class RIM(CrossResMethod):
             )
 
         # HRN (§3.2): the frozen HR teacher N_T, the student N_S and the teacher assistant N_A, K = 4 blocks each.
-        self.teacher = BlockwiseBackbone(backbone(hp["teacher_backbone"], hp["teacher_backbone_kwargs"]))
-        self.teacher.requires_grad_(False)
-        self.teacher.eval()
+        self.teacher = freeze(BlockwiseBackbone(backbone(hp["teacher_backbone"], hp["teacher_backbone_kwargs"])))
         student = BlockwiseBackbone(backbone(hp["student_backbone"], hp["student_backbone_kwargs"]), keep_head=False)
         self.student = AdaptedBlocks(student, self.teacher.shapes, "student")
         self.assistant: AdaptedBlocks | None = None
@@ -200,11 +197,6 @@ class RIM(CrossResMethod):
         if mode.startswith("fhn") and not self.hparams["use_fhn"]:
             raise ValueError(f"model.eval_mode={mode!r} needs FHN, but this model has use_fhn: false")
         self._eval_mode = mode
-
-    def train(self, mode: bool = True) -> Self:
-        super().train(mode)
-        self.teacher.eval()  # N_T is pre-trained on HR faces and frozen, BatchNorm statistics included.
-        return self
 
     def on_fit_start(self) -> None:
         # Not in setup(): Lightning sets trainer.ckpt_path only after setup(), when it restores a checkpoint; here a
