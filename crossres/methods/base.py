@@ -256,14 +256,19 @@ class CrossResMethod(pl.LightningModule):
             opt = torch.optim.AdamW(params, lr=lr, weight_decay=hp["weight_decay"])
         else:
             raise ValueError(f"model.optimizer must be 'sgd' or 'adamw', got {hp['optimizer']!r}")
+        return self.with_schedule(opt)
+
+    def with_schedule(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """``optimizer`` with the configured warm-up and step decay (epochs), as ``configure_optimizers`` returns it."""
+        hp = self.hparams
         milestones, gamma, warmup = sorted(hp["milestones"] or []), hp["lr_gamma"], hp["warmup_epochs"]
 
         def factor(epoch: int) -> float:
             ramp = min(1.0, (epoch + 1) / warmup) if warmup > 0 else 1.0
             return ramp * gamma ** sum(epoch >= m for m in milestones)
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # -------------------------------------------------------------------------------------- evaluation
     def eval_embed_hr(self, images: Tensor) -> Tensor:

@@ -268,15 +268,7 @@ class RIM(CrossResMethod):
         lr = hp["lr"] if lr is None else lr
         if hp["optimizer"] != "rmsprop":
             return self.optimizer_and_scheduler(groups, lr=lr)
-        optimizer = torch.optim.RMSprop(groups, lr=lr, weight_decay=hp["weight_decay"])  # §4
-        milestones, gamma, warmup = sorted(hp["milestones"] or []), hp["lr_gamma"], hp["warmup_epochs"]
-
-        def factor(epoch: int) -> float:
-            ramp = min(1.0, (epoch + 1) / warmup) if warmup > 0 else 1.0
-            return ramp * gamma ** sum(epoch >= m for m in milestones)
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return self.with_schedule(torch.optim.RMSprop(groups, lr=lr, weight_decay=hp["weight_decay"]))  # §4
 
     def _step(self, optimizer: Any, loss: Tensor) -> None:
         optimizer.zero_grad()
