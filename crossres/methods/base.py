@@ -34,23 +34,35 @@ HR_MODEL_PATH = "runs/hr_teacher/checkpoints/last.ckpt"
 HR_MODEL_COMMAND = "crossres fit -c experiments/baseline.yaml --name hr_teacher"
 
 
-def load_pretrained(module: nn.Module, path: str | None, key: str, prefix: str | None = None) -> None:
-    """Load a pretrained HR network (guide, teacher, recogniser) or stop with the command that makes it.
+def load_pretrained(
+    module: nn.Module,
+    path: str | None,
+    key: str,
+    prefix: str | None = None,
+    *,
+    what: str = "a pretrained HR recogniser",
+    command: str = HR_MODEL_COMMAND,
+    made_at: str = HR_MODEL_PATH,
+) -> None:
+    """Load a pretrained network (guide, teacher, recogniser, trunk) or stop with the command that makes it.
 
     Args:
         module: the network to load into (a backbone built with the same arguments as the saved one).
         path: a crossres checkpoint or an insightface ``backbone.pth``.
         key: the config key that holds ``path``, named in the error (e.g. ``"model.guide_weights"``).
         prefix: state-dict prefix inside a Lightning checkpoint (default: auto-detect ``backbone.``).
+        what: the network, as the error names it.
+        command: the command that trains it, given in the error.
+        made_at: where ``command`` writes it.
 
     Raises:
         FileNotFoundError: ``path`` is unset or missing; the message gives the command that produces it.
     """
     if not path or not Path(path).is_file():
         raise FileNotFoundError(
-            f"{key} = {path!r}: this method needs a pretrained HR recogniser and none is there. Train one on "
-            f"the same data first:\n    {HR_MODEL_COMMAND}\nthen pass {key}={HR_MODEL_PATH} (or an insightface "
-            "backbone.pth with the same backbone arguments)."
+            f"{key} = {path!r}: this method needs {what} and none is there. Train it on the same data first:\n"
+            f"    {command}\nthen pass {key}={made_at} (or an insightface backbone.pth with the same backbone "
+            "arguments)."
         )
     load_backbone_weights(module, path, prefix=prefix)
 

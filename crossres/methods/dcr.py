@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal, cast
 
 import torch
@@ -11,11 +10,11 @@ from torch import Tensor, nn
 
 from crossres.losses.center import CenterLoss
 from crossres.losses.coupled import CoupledMappingLoss
-from crossres.methods.base import CrossResMethod, freeze
+from crossres.methods.base import CrossResMethod, freeze, load_pretrained
+from crossres.methods.parts import nearest_size_index
 from crossres.nn.backbones import build_backbone
 from crossres.nn.coupled import BranchPair, DCRTrunk, ResolutionEstimator, count_parameters
 from crossres.nn.heads import build_head
-from crossres.nn.weights import load_backbone_weights
 from crossres.transforms.functional import resolve_size
 
 __all__ = ["DCR_STAGE1_COMMAND", "DCR_STAGE1_PATH", "DCRTwoStage"]
@@ -129,14 +128,14 @@ class DCRTwoStage(CrossResMethod):
     def setup(self, stage: str) -> None:
         if self.stage != 2 or stage != "fit" or self.trainer.ckpt_path is not None:
             return
-        path = self.hparams["trunk_weights"]
-        if not path or not Path(path).is_file():
-            raise FileNotFoundError(
-                f"model.trunk_weights = {path!r}: DCR stage 2 trains branch pairs on a frozen stage-1 trunk and none "
-                f"is there. Train it first:\n    {DCR_STAGE1_COMMAND}\nthen pass model.trunk_weights="
-                f"{DCR_STAGE1_PATH} (or a Baseline checkpoint / insightface backbone.pth with the same trunk settings)."
-            )
-        load_backbone_weights(self.trunk, path)
+        load_pretrained(
+            self.trunk,
+            self.hparams["trunk_weights"],
+            "model.trunk_weights",
+            what="a frozen stage-1 trunk (or a Baseline checkpoint with the same trunk settings)",
+            command=DCR_STAGE1_COMMAND,
+            made_at=DCR_STAGE1_PATH,
+        )
 
     def on_fit_start(self) -> None:
         views = getattr(getattr(self.trainer, "datamodule", None), "lr_views", None)
@@ -161,9 +160,7 @@ class DCRTwoStage(CrossResMethod):
         Returns:
             Long ``(B,)`` indices into ``branch_sizes`` (sorted ascending).
         """
-        heights = lr_size.reshape(-1, 2)[:, 0].to(torch.long)
-        sizes = torch.tensor(self.branch_sizes, device=heights.device)
-        return (heights[:, None] - sizes[None, :]).abs().argmin(dim=1)  # argmin keeps the first (smaller) of ties
+        return nearest_size_index(lr_size, self.branch_sizes)  # sorted: of equal gaps, the smaller size
 
     def select_branch(self, trunk_features: Tensor, lr_size: Tensor) -> Tensor:
         """The branch pair of each probe, by ``branch_selection``: its ``lr_size`` or the resolution estimator."""

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from crossres.losses.guidance import FeatureGuidanceLoss
 from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, freeze, load_pretrained
+from crossres.methods.parts import nearest_size_index
 from crossres.nn.backbones import build_backbone
 from crossres.nn.heads import build_head
 from crossres.transforms.functional import occlusion_mask, resolve_size
@@ -142,11 +143,9 @@ class GuidedCNN(CrossResMethod):
         Returns:
             Long ``(B,)`` indices into ``learners`` (all 0 with a single learner).
         """
-        heights = lr_size.reshape(-1, 2)[:, 0].to(torch.long)
         if self.learner_sizes is None:
-            return torch.zeros_like(heights)
-        sizes = torch.tensor(self.learner_sizes, device=heights.device)
-        return (heights[:, None] - sizes[None, :]).abs().argmin(dim=1)  # argmin keeps the first of equal gaps
+            return torch.zeros_like(lr_size.reshape(-1, 2)[:, 0], dtype=torch.long)
+        return nearest_size_index(lr_size, self.learner_sizes)
 
     def embed_lr(self, images: Tensor, lr_size: Tensor) -> Tensor:
         """LR probes: the learner ``CNN_L`` (with several learners, the one nearest each probe's size)."""
