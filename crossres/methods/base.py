@@ -301,7 +301,25 @@ class CrossResMethod(pl.LightningModule):
             self.eval_metrics[key] = VerificationMetric().to(self.device)
         return self.eval_metrics[key]  # type: ignore[return-value]
 
+    def eval_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Hook: the validation/test batch as this method scores it (default: unchanged)."""
+        return batch
+
+    def cross_score(self, hr: Tensor, lr: Tensor, lr_images: Tensor) -> Tensor:
+        """Hook: HR-LR scores of pairs from normalised embeddings (default: their cosine).
+
+        Args:
+            hr: ``(B, D)`` embeddings of the HR faces.
+            lr: ``(B, D)`` embeddings of the LR faces.
+            lr_images: the LR faces ``lr`` embeds.
+
+        Returns:
+            ``(B,)`` scores.
+        """
+        return (hr * lr).sum(1)
+
     def _eval_step(self, split: str, batch: dict[str, Any]) -> None:
+        batch = self.eval_batch(batch)
         name, issame, pair_id = batch["pair_set"], batch["issame"], batch["pair_id"]
         hr1, hr2 = self.eval_embed_hr(batch["hr1"]), self.eval_embed_hr(batch["hr2"])
         self._metric(split, name, "hr_hr").update((hr1 * hr2).sum(1), issame, pair_id)
@@ -311,8 +329,10 @@ class CrossResMethod(pl.LightningModule):
             lr2 = self.eval_embed_lr(batch["lr2"][protocol], size)
             self._metric(split, name, "lr_lr", protocol).update((lr1 * lr2).sum(1), issame, pair_id)
             # Knoche et al. §3.4: both pair orders, (LR, HR) and (HR, LR); accuracies averaged.
-            self._metric(split, name, "lr_hr", protocol).update((lr1 * hr2).sum(1), issame, pair_id)
-            self._metric(split, name, "hr_lr", protocol).update((hr1 * lr2).sum(1), issame, pair_id)
+            lr_hr = self.cross_score(hr2, lr1, batch["lr1"][protocol])
+            self._metric(split, name, "lr_hr", protocol).update(lr_hr, issame, pair_id)
+            hr_lr = self.cross_score(hr1, lr2, batch["lr2"][protocol])
+            self._metric(split, name, "hr_lr", protocol).update(hr_lr, issame, pair_id)
 
     def _eval_epoch_end(self, split: str) -> None:
         results: dict[tuple[str, str, str], dict[str, float]] = {}

@@ -239,21 +239,12 @@ class GuidedCNN(CrossResMethod):
         hr_size = torch.tensor(self.image_size, device=batch["hr1"].device).expand(batch["hr1"].shape[0], 2)
         return batch | {"lr1": {name: occluded[0]}, "lr2": {name: occluded[1]}, "lr_size": {name: hr_size}}
 
-    def _eval_step(self, split: str, batch: dict[str, Any]) -> None:
-        if self.hparams["occlusion"] != "none":
-            batch = self.occluded_eval_batch(batch)
+    def eval_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """§3.2: with ``occlusion``, the occluded HR faces replace the LR probes (:meth:`occluded_eval_batch`)."""
+        return self.occluded_eval_batch(batch) if self.hparams["occlusion"] != "none" else batch
+
+    def cross_score(self, hr: Tensor, lr: Tensor, lr_images: Tensor) -> Tensor:
+        """HR-LR scores; §3.1 unknown resolution: the query's embedding by ``CNN_H`` or ``CNN_L``, the nearer."""
         if self.hparams["test_mode"] == "known":
-            super()._eval_step(split, batch)
-            return
-        # §3.1 unknown resolution: as the base's evaluation, but each LR query is also embedded by CNN_H and the
-        # embedding nearer the HR image of the pair is scored.
-        name, issame, pair_id = batch["pair_set"], batch["issame"], batch["pair_id"]
-        hr1, hr2 = self.eval_embed_hr(batch["hr1"]), self.eval_embed_hr(batch["hr2"])
-        self._metric(split, name, "hr_hr").update((hr1 * hr2).sum(1), issame, pair_id)
-        for protocol, images1 in batch["lr1"].items():
-            size, images2 = batch["lr_size"][protocol], batch["lr2"][protocol]
-            lr1, lr2 = self.eval_embed_lr(images1, size), self.eval_embed_lr(images2, size)
-            lr1_guide, lr2_guide = self.eval_embed_hr(images1), self.eval_embed_hr(images2)
-            self._metric(split, name, "lr_lr", protocol).update((lr1 * lr2).sum(1), issame, pair_id)
-            self._metric(split, name, "lr_hr", protocol).update(self.nearer_score(hr2, lr1_guide, lr1), issame, pair_id)
-            self._metric(split, name, "hr_lr", protocol).update(self.nearer_score(hr1, lr2_guide, lr2), issame, pair_id)
+            return super().cross_score(hr, lr, lr_images)
+        return self.nearer_score(hr, self.eval_embed_hr(lr_images), lr)
