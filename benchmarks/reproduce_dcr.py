@@ -37,59 +37,13 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import yaml
-from common import fold_bootstrap, paired_difference
-from PIL import Image
+from common import fold_bootstrap, paired_difference, render_folder, synthetic_settings, trainer
 
 from crossres.data.datamodule import FaceDataModule
-from crossres.data.synthetic import SyntheticFaces
 from crossres.methods.dcr import DCRTwoStage
 
-REPO = Path(__file__).resolve().parents[1]
 PAPER_PROBES = (8, 12, 16, 20)
 PAPER_VIEWS = (40, 6)
-
-
-def synthetic_settings() -> dict[str, Any]:
-    return yaml.safe_load((REPO / "experiments" / "data" / "synthetic.yaml").read_text())["data"]
-
-
-def render_folder(root: Path, identities: int, per_identity: int, size: int, seed: int, difficulty: float) -> None:
-    """Render the synthetic training faces once into ``root/<identity>/<index>.png``."""
-    knobs = {k: difficulty for k in ("pose", "illumination", "expression", "clutter", "noise")}
-    faces = SyntheticFaces(identities, per_identity, image_size=size, seed=seed, return_priors=False, **knobs)
-    for i in range(len(faces)):
-        item = faces[i]
-        folder = root / f"id{item['label']:05d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(item["image"].permute(1, 2, 0).numpy()).save(folder / f"{i % per_identity:03d}.png")
-
-
-class EpochPrinter(pl.Callback):
-    """Prints the training losses after every epoch."""
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.tic = time.time()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        losses = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train_")}
-        cells = " ".join(f"{k[6:]} {v:.4g}" for k, v in sorted(losses.items()))
-        print(f"  epoch {trainer.current_epoch}: {cells} ({time.time() - self.tic:.0f} s)", flush=True)
-
-
-def trainer(epochs: int, validate: bool = False) -> pl.Trainer:
-    return pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[EpochPrinter()],
-        limit_val_batches=None if validate else 0,
-    )
 
 
 def hr_lr_accuracy(model: DCRTwoStage, dm: FaceDataModule) -> dict[str, float]:
@@ -174,7 +128,7 @@ def main() -> None:
             **common,
         )
         tic = time.time()
-        trainer(trunk_epochs).fit(stage1, datamodule=datamodule(views))
+        trainer(trunk_epochs, print_epochs=True).fit(stage1, datamodule=datamodule(views))
         results = {"Trunk network": hr_lr_accuracy(stage1, datamodule(views))}
         print(f"trunk: {results['Trunk network']} ({time.time() - tic:.0f} s)", flush=True)
         trunk_ckpt = Path(tmp) / "stage1.ckpt"
@@ -193,7 +147,7 @@ def main() -> None:
         )
         tic = time.time()
         dm2 = datamodule(list(probes))
-        trainer(branch_epochs).fit(stage2, datamodule=dm2)
+        trainer(branch_epochs, print_epochs=True).fit(stage2, datamodule=dm2)
         frozen = all(torch.equal(a, b) for a, b in zip(stage1.trunk.state_dict().values(),
                                                         stage2.trunk.state_dict().values(), strict=True))  # fmt: skip
         results["DCR (branch by probe size)"] = hr_lr_accuracy(stage2, dm2)

@@ -61,7 +61,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from common import fold_bootstrap, paired_difference
+from common import REPO, fold_bootstrap, paired_difference, trainer
 from torch.utils.data import Dataset
 
 from crossres.data.datamodule import FaceDataModule
@@ -70,7 +70,6 @@ from crossres.methods.rim import RIM
 from crossres.report.hallucination import rim_sr_grid
 from crossres.transforms.functional import degrade
 
-REPO = Path(__file__).resolve().parents[1]
 HR, LR = 64, 8  # 8x, as the paper (224 -> 28)
 
 WITHOUT_ASSISTANT = "rim_without_assistant.ckpt"
@@ -158,36 +157,14 @@ def training_data(args: argparse.Namespace, probe: int, **pairs: int) -> CachedF
     return data
 
 
-def _trainer(epochs: int, quick: bool) -> pl.Trainer:
-    return pl.Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,  # evaluated once, at the end, with trainer.test
-        limit_train_batches=2 if quick else None,
-        deterministic=False,
-    )
-
-
 def _test(model: pl.LightningModule, data: FaceDataModule, quick: bool) -> dict[str, float]:
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
-    (metrics,) = trainer.test(model, datamodule=data, verbose=False)
+    (metrics,) = trainer(1).test(model, datamodule=data, verbose=False)
     return {k: float(v) for k, v in metrics.items()}
 
 
 def _fit(model: pl.LightningModule, data: FaceDataModule, epochs: int, quick: bool, name: str) -> float:
     start = time.time()
-    _trainer(epochs, quick).fit(model, datamodule=data)
+    trainer(epochs, limit_train_batches=2 if quick else None).fit(model, datamodule=data)
     elapsed = time.time() - start
     print(f"[{name}] trained {epochs} epochs in {elapsed:.0f} s", flush=True)
     return elapsed
