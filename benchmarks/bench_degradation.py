@@ -1,6 +1,6 @@
 """Degradation throughput: crossres's batched ``degrade`` vs the seeds' per-image PIL loop, same images and sizes.
 
-Issue 7, benchmark 1. The published seeds degrade each face in ``Dataset.__getitem__``: PIL
+The published seeds degrade each face in ``Dataset.__getitem__``: PIL
 ``Image.resize(BICUBIC)`` down to the LR size, then back up to 112 px, one uint8 HWC image at a time. crossres
 degrades the whole batch on the device (``crossres.transforms.functional.degrade``, backend ``"pil"``: torch's
 antialiased bicubic, grouped by unique size). Both run here on the same faces (rendered by

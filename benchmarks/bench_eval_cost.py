@@ -1,6 +1,6 @@
 """Evaluation cost: backbone passes and wall time of crossres's evaluation vs the naive per-protocol way.
 
-Issue 7, benchmark 3. A 6,000-pair synthetic verification set (``FaceDataModule(val_sets=["synthetic"])``) is scored
+A 6,000-pair synthetic verification set (``FaceDataModule(val_sets=["synthetic"])``) is scored
 under two protocol lists, each a scenario:
 
 * ``sweep``: the 108-size sweep, every pair at 5, 6, ..., 112 px;

@@ -1,6 +1,6 @@
 """Memory: peak RSS (and peak GPU memory) of one training step of every method, each in a fresh process.
 
-Issue 7, benchmark 4. Each method is built from its config in ``experiments/`` (model arguments and data settings as
+Each method is built from its config in ``experiments/`` (model arguments and data settings as
 there; batch size and face size replaced by the benchmark's) and trained for one batch by ``Trainer.fit`` on the
 embedded synthetic faces, validation off. Methods that start from a pretrained network (GuidedCNN's guide, IPUNet's
 recogniser, RIM's teacher, DCR step 2's trunk) get one saved from their own freshly initialised copy into a temporary

@@ -1,6 +1,6 @@
 """Training overhead: one epoch of ``Baseline`` through Lightning vs a plain PyTorch loop, same everything.
 
-Issue 7, benchmark 2. Both sides train the model of ``experiments/baseline.yaml`` (backbone, head, optimizer and
+Both sides train the model of ``experiments/baseline.yaml`` (backbone, head, optimizer and
 learning-rate schedule as configured there; ``train_on: hr``) for one epoch on the embedded synthetic faces, from the
 same seed:
 

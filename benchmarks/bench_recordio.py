@@ -1,6 +1,6 @@
 """RecordIO reading throughput: is JPEG decoding the bottleneck of training?
 
-Issue 7, speed features. ``SyntheticFaces`` (112 px) are written once as insightface RecordIO (``train.rec`` /
+``SyntheticFaces`` (112 px) are written once as insightface RecordIO (``train.rec`` /
 ``train.idx`` / ``property``, JPEG quality 95 as insightface's ``faces_webface_112x112``) into a temporary folder,
 then read three ways:
 

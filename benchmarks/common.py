@@ -1,5 +1,6 @@
-"""Helpers shared by the ``bench_*.py`` and ``reproduce_*.py`` scripts: the machine they ran on, timing, tables, JSON
-results, paired bootstrap intervals of accuracy differences.
+"""The harness of the ``bench_*.py``, ``reproduce_*.py`` and ``compare_methods.py`` scripts: the machine they ran on,
+the synthetic data settings and rendered faces, the trainer, timing, tables, JSON results, paired bootstrap intervals
+of accuracy differences.
 
 Not a benchmark itself; the scripts import it as ``common`` (``python benchmarks/bench_x.py`` puts ``benchmarks/`` on
 ``sys.path``).
@@ -19,9 +20,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
+import yaml
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: The nuisance knobs of ``SyntheticFaces`` that a single difficulty sets together.
+NUISANCE = ("pose", "illumination", "expression", "clutter", "noise")
 
 
 def machine() -> dict[str, Any]:
@@ -38,6 +45,81 @@ def machine() -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return info
+
+
+def machine_summary() -> str:
+    """:func:`machine` in one line: the GPU or the CPU cores."""
+    info = machine()
+    if info["cuda"]:
+        return f"{info['cuda']} (CUDA), {info['cpu_count']} CPU cores"
+    return f"CPU only: {info['cpu_count']} cores ({info['processor']})"
+
+
+def synthetic_settings() -> dict[str, Any]:
+    """The ``data`` section of ``experiments/data/synthetic.yaml`` (identities, pairs, nuisance)."""
+    return yaml.safe_load((REPO / "experiments" / "data" / "synthetic.yaml").read_text())["data"]
+
+
+def render_folder(
+    root: Path, identities: int, per_identity: int, size: int, seed: int, nuisance: float | dict[str, float]
+) -> None:
+    """Render the synthetic training faces once into ``root/<identity>/<index>.png``.
+
+    Args:
+        root: the identity folder to fill.
+        identities: number of identities.
+        per_identity: images per identity.
+        size: face side in px.
+        seed: ``SyntheticFaces`` seed.
+        nuisance: one difficulty for every knob of :data:`NUISANCE`, or the knobs themselves.
+    """
+    from crossres.data.synthetic import SyntheticFaces
+
+    knobs = nuisance if isinstance(nuisance, dict) else dict.fromkeys(NUISANCE, nuisance)
+    faces = SyntheticFaces(identities, per_identity, image_size=size, seed=seed, return_priors=False, **knobs)
+    for i in range(len(faces)):
+        item = faces[i]
+        folder = root / f"id{item['label']:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(item["image"].permute(1, 2, 0).numpy()).save(folder / f"{i % per_identity:03d}.png")
+
+
+class EpochPrinter(pl.Callback):
+    """Prints the training losses after every epoch."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.tic = time.time()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        losses = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train_")}
+        cells = " ".join(f"{k[6:]} {v:.4g}" for k, v in sorted(losses.items()))
+        print(f"  epoch {trainer.current_epoch}: {cells} ({time.time() - self.tic:.0f} s)", flush=True)
+
+
+def trainer(
+    epochs: int, validate: bool = False, print_epochs: bool = False, limit_train_batches: int | None = None
+) -> pl.Trainer:
+    """A quiet CPU trainer: no logger, checkpoints, progress bar or sanity check.
+
+    Args:
+        epochs: ``max_epochs``.
+        validate: run validation (else fit without it; the scripts evaluate once at the end).
+        print_epochs: print the training losses after every epoch (:class:`EpochPrinter`).
+        limit_train_batches: batches per epoch (``None``: all).
+    """
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[EpochPrinter()] if print_epochs else None,
+        limit_val_batches=1.0 if validate else 0,
+        limit_train_batches=limit_train_batches,
+    )
 
 
 def quiet_lightning() -> None:

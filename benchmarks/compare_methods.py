@@ -46,8 +46,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -56,8 +54,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from common import REPO, machine_summary
 
-REPO = Path(__file__).resolve().parents[1]
 FIXED_SIZES = [7, 14, 28, 56, 112]
 KNOCHE = ["low_res_focus", "mid_res_focus", "high_res_focus", "avg_sizes"]
 PROTOCOLS: list[int | str] = [*FIXED_SIZES, *KNOCHE]
@@ -282,14 +280,6 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def machine() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} (CUDA), {os.cpu_count()} CPU cores"
-    return f"CPU only: {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
-
-
 def write_report(
     methods: Sequence[Method],
     runs_dir: Path,
@@ -326,7 +316,7 @@ def write_report(
         "- protocols: fixed 7/14/28/56/112 px and Knoche et al.'s four (per-pair sizes drawn with the seed); "
         "HR-LR averages both pair orders; accuracy is LFW-style 10-fold (%), best per column in bold",
         f"- command: `{command}`",
-        f"- machine: {machine()}; time: {_duration(total)} in all",
+        f"- machine: {machine_summary()}; time: {_duration(total)} in all",
         "",
         fixed.replace("### test accuracy", "### Fixed LR sizes: test accuracy", 1),
         "",

@@ -3,8 +3,7 @@
 The photo is ``skimage.data.astronaut()`` (Eileen Collins, NASA, public domain; 512 x 512, ships inside
 scikit-image). The script
 
-1. detects faces with dlib's HOG detector at 0 and 1 upsamplings (issue 9: one face at 0, a false positive on
-   the shoulder patch at 1) and finds the 68 landmarks of the largest;
+1. detects faces with dlib's HOG detector at 0 and 1 upsamplings and finds the 68 landmarks of the largest;
 2. aligns the face onto the ArcFace 112 x 112 template from the five points (eye centres, nose tip, mouth
    corners) and measures how far the eye centres land from the template, both as mapped by the similarity and
    as re-detected on the aligned crop by dlib's shape predictor; then again with the eyes weighted 4:1 in the

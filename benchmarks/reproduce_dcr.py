@@ -13,20 +13,17 @@ CPU budget: the faces are rendered once at 56 px, half the paper's 112 px (ident
 pair count and nuisance from experiments/data/synthetic.yaml), and every size is halved with them: probes of
 4/6/8/10 px stand for the paper's 8/12/16/20 px, the trunk's LR views are 20x20 and 3x3 for 40x40 and 6x6. The
 trunk is the paper's architecture at width 8 (channels 8-128) with a 128-d feature, trained with AdamW (lr 1e-3;
-the BatchNorm-free trunk learns far more slowly with the paper's momentum SGD in a CPU budget).
-Full mode: 20 min of CPU (measured: 48 min wall with --threads 1 on a machine shared with three jobs);
-``--size 112`` (the paper's sizes): 7,228 s of CPU, 1 h 04 min wall with --threads 2 on a quiet machine; with
-``--threads 1 --eval-pairs 6000``: 1 h 06 min wall sharing the cores with another job (the 6,000-pair evaluation
-of trunk and DCR: 1,110 s of it).
+the BatchNorm-free trunk learns far more slowly with the paper's momentum SGD in a CPU budget). ``--size 112``
+runs the paper's sizes. Run times: ``experiments/README.md``.
 
 ``--eval-pairs N`` scores the trunk and DCR once more on N pairs of ``--eval-pair-identities`` unseen identities and
 gives each gain with a paired bootstrap interval (pairs resampled within the 10 folds): the paper's gains are smaller
-than the standard error of the 600 default pairs (about 2 points), so only the large pair set shows their shape
+than the standard error of the 600 default pairs, so only the large pair set shows their shape
 (``experiments/README.md`` has the measured table).
 
 Usage:
     python benchmarks/reproduce_dcr.py            # full
-    python benchmarks/reproduce_dcr.py --quick    # smoke run, about a minute
+    python benchmarks/reproduce_dcr.py --quick    # smoke run
     python benchmarks/reproduce_dcr.py --size 112 --eval-pairs 6000 --eval-pair-identities 1000
 """
 
@@ -40,59 +37,13 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import yaml
-from common import fold_bootstrap, paired_difference
-from PIL import Image
+from common import fold_bootstrap, paired_difference, render_folder, synthetic_settings, trainer
 
 from crossres.data.datamodule import FaceDataModule
-from crossres.data.synthetic import SyntheticFaces
 from crossres.methods.dcr import DCRTwoStage
 
-REPO = Path(__file__).resolve().parents[1]
 PAPER_PROBES = (8, 12, 16, 20)
 PAPER_VIEWS = (40, 6)
-
-
-def synthetic_settings() -> dict[str, Any]:
-    return yaml.safe_load((REPO / "experiments" / "data" / "synthetic.yaml").read_text())["data"]
-
-
-def render_folder(root: Path, identities: int, per_identity: int, size: int, seed: int, difficulty: float) -> None:
-    """Render the synthetic training faces once into ``root/<identity>/<index>.png``."""
-    knobs = {k: difficulty for k in ("pose", "illumination", "expression", "clutter", "noise")}
-    faces = SyntheticFaces(identities, per_identity, image_size=size, seed=seed, return_priors=False, **knobs)
-    for i in range(len(faces)):
-        item = faces[i]
-        folder = root / f"id{item['label']:05d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(item["image"].permute(1, 2, 0).numpy()).save(folder / f"{i % per_identity:03d}.png")
-
-
-class EpochPrinter(pl.Callback):
-    """Prints the training losses after every epoch."""
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.tic = time.time()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        losses = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train_")}
-        cells = " ".join(f"{k[6:]} {v:.4g}" for k, v in sorted(losses.items()))
-        print(f"  epoch {trainer.current_epoch}: {cells} ({time.time() - self.tic:.0f} s)", flush=True)
-
-
-def trainer(epochs: int, validate: bool = False) -> pl.Trainer:
-    return pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[EpochPrinter()],
-        limit_val_batches=None if validate else 0,
-    )
 
 
 def hr_lr_accuracy(model: DCRTwoStage, dm: FaceDataModule) -> dict[str, float]:
@@ -177,7 +128,7 @@ def main() -> None:
             **common,
         )
         tic = time.time()
-        trainer(trunk_epochs).fit(stage1, datamodule=datamodule(views))
+        trainer(trunk_epochs, print_epochs=True).fit(stage1, datamodule=datamodule(views))
         results = {"Trunk network": hr_lr_accuracy(stage1, datamodule(views))}
         print(f"trunk: {results['Trunk network']} ({time.time() - tic:.0f} s)", flush=True)
         trunk_ckpt = Path(tmp) / "stage1.ckpt"
@@ -196,7 +147,7 @@ def main() -> None:
         )
         tic = time.time()
         dm2 = datamodule(list(probes))
-        trainer(branch_epochs).fit(stage2, datamodule=dm2)
+        trainer(branch_epochs, print_epochs=True).fit(stage2, datamodule=dm2)
         frozen = all(torch.equal(a, b) for a, b in zip(stage1.trunk.state_dict().values(),
                                                         stage2.trunk.state_dict().values(), strict=True))  # fmt: skip
         results["DCR (branch by probe size)"] = hr_lr_accuracy(stage2, dm2)

@@ -12,11 +12,11 @@ beats every other row on HR-LR while keeping CNN_H's HR-HR.
 
 CPU budget: the faces are rendered once at 64 px (the 112 px renderer scaled down; identity counts, pair count and
 nuisance from experiments/data/synthetic.yaml) into an identity folder, the probes are 8 px (8x), the backbone a
-width-8 iresnet18; 8 epochs from scratch, 4 epochs of fine-tuning. Full mode: about 20 minutes of one CPU core.
+width-8 iresnet18; 8 epochs from scratch, 4 epochs of fine-tuning.
 
 Usage:
     python benchmarks/reproduce_guided_cnn.py            # full
-    python benchmarks/reproduce_guided_cnn.py --quick    # smoke run, about a minute
+    python benchmarks/reproduce_guided_cnn.py --quick    # smoke run
 """
 
 from __future__ import annotations
@@ -25,49 +25,15 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import yaml
-from PIL import Image
+from common import render_folder, synthetic_settings, trainer
 
 from crossres.data.datamodule import FaceDataModule
-from crossres.data.synthetic import SyntheticFaces
 from crossres.methods.base import CrossResMethod
 from crossres.methods.baseline import Baseline
 from crossres.methods.guided_cnn import GuidedCNN
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def synthetic_settings() -> dict[str, Any]:
-    return yaml.safe_load((REPO / "experiments" / "data" / "synthetic.yaml").read_text())["data"]
-
-
-def render_folder(root: Path, identities: int, per_identity: int, size: int, seed: int, difficulty: float) -> None:
-    """Render the synthetic training faces once into ``root/<identity>/<index>.png``."""
-    knobs = {k: difficulty for k in ("pose", "illumination", "expression", "clutter", "noise")}
-    faces = SyntheticFaces(identities, per_identity, image_size=size, seed=seed, return_priors=False, **knobs)
-    for i in range(len(faces)):
-        item = faces[i]
-        folder = root / f"id{item['label']:05d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(item["image"].permute(1, 2, 0).numpy()).save(folder / f"{i % per_identity:03d}.png")
-
-
-def trainer(epochs: int, validate: bool = False) -> pl.Trainer:
-    return pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1.0 if validate else 0,  # fit without validation; one evaluation at the end
-    )
 
 
 def evaluate(model: CrossResMethod, dm: FaceDataModule) -> dict[str, float]:

@@ -13,11 +13,11 @@ middle sizes (the smallest sizes keep too little identity for either).
 CPU budget: faces are rendered once at 64 px (identity count, images per identity and nuisance from
 experiments/data/synthetic.yaml) and every size of the paper's 112x96 list is scaled by (64/112, 64/96); the U-Net
 takes the 64 px face directly (sr_size 64, 6 blocks: the paper's 128 px / 7 blocks scaled down), width 16; the
-recogniser is a width-8 iresnet18. Full mode: about 20 minutes on 2 free CPU cores.
+recogniser is a width-8 iresnet18.
 
 Usage:
     python benchmarks/reproduce_ipunet.py            # full
-    python benchmarks/reproduce_ipunet.py --quick    # smoke run, about a minute
+    python benchmarks/reproduce_ipunet.py --quick    # smoke run
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import yaml
+from common import REPO, render_folder, synthetic_settings, trainer
 from PIL import Image
 
 from crossres.data.datamodule import FaceDataModule
@@ -42,7 +42,6 @@ from crossres.metrics.identification import rank_k_accuracy
 from crossres.metrics.image_quality import psnr, ssim
 from crossres.transforms.functional import degrade, to_float, to_uint8
 
-REPO = Path(__file__).resolve().parents[1]
 GRID = REPO / "docs" / "img" / "ipunet_sr_grid.png"
 #: 002 §3.3 training sizes on 112x96 faces (the last is HR itself).
 PAPER_TRAIN = [(7, 6), (11, 8), (14, 12), (16, 12), (16, 14), (16, 16), (18, 16), (21, 15), (32, 32), (112, 96)]
@@ -50,52 +49,9 @@ PAPER_TRAIN = [(7, 6), (11, 8), (14, 12), (16, 12), (16, 14), (16, 16), (18, 16)
 PAPER_PROBES = [(7, 6), (11, 8), (14, 12), (16, 12), (16, 14), (16, 16), (18, 16), (21, 15), (32, 32)]
 
 
-def synthetic_settings() -> dict[str, Any]:
-    return yaml.safe_load((REPO / "experiments" / "data" / "synthetic.yaml").read_text())["data"]
-
-
 def scaled(size: tuple[int, int], hr: int) -> tuple[int, int]:
     """A size of the paper's 112x96 faces on ``hr x hr`` faces."""
     return max(1, round(size[0] * hr / 112)), max(1, round(size[1] * hr / 96))
-
-
-def render_folder(
-    root: Path, identities: int, per_identity: int, size: int, seed: int, knobs: dict[str, float]
-) -> None:
-    """Render the synthetic training faces once into ``root/<identity>/<index>.png``."""
-    faces = SyntheticFaces(identities, per_identity, image_size=size, seed=seed, return_priors=False, **knobs)
-    for i in range(len(faces)):
-        item = faces[i]
-        folder = root / f"id{item['label']:05d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(item["image"].permute(1, 2, 0).numpy()).save(folder / f"{i % per_identity:03d}.png")
-
-
-class EpochPrinter(pl.Callback):
-    """Prints the training losses after every epoch."""
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.tic = time.time()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        losses = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train_")}
-        cells = " ".join(f"{k[6:]} {v:.4g}" for k, v in sorted(losses.items()))
-        print(f"  epoch {trainer.current_epoch}: {cells} ({time.time() - self.tic:.0f} s)", flush=True)
-
-
-def trainer(epochs: int) -> pl.Trainer:
-    return pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[EpochPrinter()],
-        limit_val_batches=0,
-    )
 
 
 @torch.no_grad()
@@ -169,7 +125,7 @@ def main() -> None:
                 milestones=[int(0.7 * hr_epochs), int(0.9 * hr_epochs)],
                 **common,
             )
-            trainer(hr_epochs).fit(hr_model, datamodule=datamodule([size]))
+            trainer(hr_epochs, print_epochs=True).fit(hr_model, datamodule=datamodule([size]))
             recognizer_path = str(Path(tmp) / "hr.ckpt")
             torch.save({"state_dict": hr_model.state_dict()}, recognizer_path)
             print(f"HR recogniser: {hr_epochs} epochs ({time.time() - tic:.0f} s)", flush=True)
@@ -188,7 +144,7 @@ def main() -> None:
             **common,
         )
         # 002 §3.3: sizes drawn with equal probability from the (scaled) list, HR included.
-        trainer(sr_epochs).fit(model, datamodule=datamodule(train_sizes))
+        trainer(sr_epochs, print_epochs=True).fit(model, datamodule=datamodule(train_sizes))
         print(f"IPU-Net: {sr_epochs} epochs ({time.time() - tic:.0f} s)", flush=True)
 
     # Closed-set identification on unseen identities: image 0 of each identity is the HR gallery, the rest probes.

@@ -11,12 +11,11 @@ model is best at the lowest resolutions; at high resolutions all are close.
 
 CPU budget: faces rendered once at 112 px (identity counts, pair count and nuisance from
 experiments/data/synthetic.yaml) into an identity folder; a width-8 iresnet18 with the stride-2 stem of
-experiments/baseline.yaml; 5 epochs each. Full mode: 9 min of CPU (measured: 24 min wall with --threads 1 on a
-machine shared with three jobs).
+experiments/baseline.yaml; 5 epochs each. Run times: ``experiments/README.md``.
 
 Usage:
     python benchmarks/reproduce_knoche.py            # full
-    python benchmarks/reproduce_knoche.py --quick    # smoke run, about a minute
+    python benchmarks/reproduce_knoche.py --quick    # smoke run
 """
 
 from __future__ import annotations
@@ -29,49 +28,17 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import yaml
-from PIL import Image
+from common import render_folder, synthetic_settings, trainer
 
 from crossres.data.datamodule import FaceDataModule
-from crossres.data.synthetic import SyntheticFaces
 from crossres.methods.base import CrossResMethod
 from crossres.methods.baseline import Baseline
 from crossres.methods.batch_cr import BatchCR
 from crossres.methods.siamese_cr import SiameseCR
 
-REPO = Path(__file__).resolve().parents[1]
 PROTOCOLS = ["low_res_focus", "mid_res_focus", "high_res_focus", "avg_sizes", 5]
 ROWS = [("HR-HR", ""), ("HR-LR", "high_res_focus"), ("HR-LR", "mid_res_focus"), ("HR-LR", "low_res_focus")]
 ROWS += [("HR-LR", "avg_sizes"), ("HR-LR", "5px")]
-
-
-def synthetic_settings() -> dict[str, Any]:
-    return yaml.safe_load((REPO / "experiments" / "data" / "synthetic.yaml").read_text())["data"]
-
-
-def render_folder(root: Path, identities: int, per_identity: int, size: int, seed: int, difficulty: float) -> None:
-    """Render the synthetic training faces once into ``root/<identity>/<index>.png``."""
-    knobs = {k: difficulty for k in ("pose", "illumination", "expression", "clutter", "noise")}
-    faces = SyntheticFaces(identities, per_identity, image_size=size, seed=seed, return_priors=False, **knobs)
-    for i in range(len(faces)):
-        item = faces[i]
-        folder = root / f"id{item['label']:05d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(item["image"].permute(1, 2, 0).numpy()).save(folder / f"{i % per_identity:03d}.png")
-
-
-def trainer(epochs: int, validate: bool = False) -> pl.Trainer:
-    return pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1.0 if validate else 0,  # fit without validation; one evaluation at the end
-    )
 
 
 def main() -> None:

@@ -17,13 +17,13 @@ One run, fixed seed, 8x super-resolution (64 px HR faces, 8 px probes; the 112 p
 PSNR/SSIM of RIM's SR faces and of the bicubic probes against
 the HR faces are measured on the test pairs. The SR grid is written to ``docs/img/rim_sr_grid.png``.
 
-    python benchmarks/reproduce_rim.py            # full (117 min in session 3 beside 3 other jobs, 27 min in session 6)
-    python benchmarks/reproduce_rim.py --quick    # smoke run (about 2 min)
+    python benchmarks/reproduce_rim.py            # full
+    python benchmarks/reproduce_rim.py --quick    # smoke run
     python benchmarks/reproduce_rim.py --reevaluate --pairs 6000 --pair-identities 1000
     python benchmarks/reproduce_rim.py --probe 16 --out runs/reproduce_rim_16px --grid runs/reproduce_rim_16px/grid.png
     python benchmarks/reproduce_rim.py --capacity --probe 16 --out runs/reproduce_rim_16px --pairs 6000
     python benchmarks/reproduce_rim.py --probe 16 --student-width 2 --rim-epochs 30 --assistant-after-epoch 24 \
-        --out runs/reproduce_rim_16px_w2 --grid runs/reproduce_rim_16px_w2/grid.png   # 18 min in session 7
+        --out runs/reproduce_rim_16px_w2 --grid runs/reproduce_rim_16px_w2/grid.png
 
 ``--probe`` moves the operating point (16 px: 4x, where the teacher keeps more of the identity on the bicubic
 probe, as the paper's teacher does at 28 px of 224; pass the same ``--probe`` and ``--out`` to ``--reevaluate``).
@@ -42,13 +42,13 @@ assistant alone on their frozen output.
 (``assistant_after_epoch: 0``), saved as ``rim_assistant_phase.ckpt``; with ``--assistant-width W`` a new assistant of
 that width, from scratch (``rim_assistant_phase_wW.ckpt``). Score it with ``--reevaluate --checkpoint <that file>``.
 
-``--without-assistant`` trains only (e) for a finished run (runs before session 7 lack it).
+``--without-assistant`` trains only (e) for a finished run that lacks it.
 
 ``--reevaluate`` trains nothing: it loads the run's ``rim.ckpt`` (and the teacher it names; and
 ``rim_without_assistant.ckpt`` when present) and measures (a), (d), (e), (f), (e'), (g) again on a larger synthetic
 pair set, with a paired bootstrap of (f) - (e), (f) - (e') and (d) - (a) over pairs resampled within each fold
-(the 600 default pairs hold only 300 distinct positive pairs: a 10-fold accuracy of
-about 86 % then has a standard error of about 1.4 points, more than the (f) - (e) gap in question).
+(the 600 default pairs hold only 300 distinct positive pairs, too few to resolve the (f) - (e) gap;
+``experiments/README.md`` has the run times and the intervals).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from common import fold_bootstrap, paired_difference
+from common import REPO, fold_bootstrap, paired_difference, trainer
 from torch.utils.data import Dataset
 
 from crossres.data.datamodule import FaceDataModule
@@ -70,7 +70,6 @@ from crossres.methods.rim import RIM
 from crossres.report.hallucination import rim_sr_grid
 from crossres.transforms.functional import degrade
 
-REPO = Path(__file__).resolve().parents[1]
 HR, LR = 64, 8  # 8x, as the paper (224 -> 28)
 
 WITHOUT_ASSISTANT = "rim_without_assistant.ckpt"
@@ -158,36 +157,14 @@ def training_data(args: argparse.Namespace, probe: int, **pairs: int) -> CachedF
     return data
 
 
-def _trainer(epochs: int, quick: bool) -> pl.Trainer:
-    return pl.Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,  # evaluated once, at the end, with trainer.test
-        limit_train_batches=2 if quick else None,
-        deterministic=False,
-    )
-
-
 def _test(model: pl.LightningModule, data: FaceDataModule, quick: bool) -> dict[str, float]:
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
-    (metrics,) = trainer.test(model, datamodule=data, verbose=False)
+    (metrics,) = trainer(1).test(model, datamodule=data, verbose=False)
     return {k: float(v) for k, v in metrics.items()}
 
 
 def _fit(model: pl.LightningModule, data: FaceDataModule, epochs: int, quick: bool, name: str) -> float:
     start = time.time()
-    _trainer(epochs, quick).fit(model, datamodule=data)
+    trainer(epochs, limit_train_batches=2 if quick else None).fit(model, datamodule=data)
     elapsed = time.time() - start
     print(f"[{name}] trained {epochs} epochs in {elapsed:.0f} s", flush=True)
     return elapsed

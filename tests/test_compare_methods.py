@@ -15,6 +15,8 @@ from .conftest import REPO
 
 def _load() -> ModuleType:
     path = REPO / "benchmarks" / "compare_methods.py"
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))  # it imports its sibling ``common``, as when run as a script
     spec = importlib.util.spec_from_file_location("compare_methods", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import random
 from pathlib import Path
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
+from typing_extensions import Self
 
 from crossres.metrics.verification import VerificationMetric
 from crossres.nn.weights import load_backbone_weights
@@ -22,6 +23,8 @@ __all__ = [
     "HR_MODEL_PATH",
     "CrossResMethod",
     "NonFiniteLossError",
+    "freeze",
+    "is_frozen",
     "load_method",
     "load_pretrained",
 ]
@@ -31,25 +34,64 @@ HR_MODEL_PATH = "runs/hr_teacher/checkpoints/last.ckpt"
 HR_MODEL_COMMAND = "crossres fit -c experiments/baseline.yaml --name hr_teacher"
 
 
-def load_pretrained(module: nn.Module, path: str | None, key: str, prefix: str | None = None) -> None:
-    """Load a pretrained HR network (guide, teacher, recogniser) or stop with the command that makes it.
+def load_pretrained(
+    module: nn.Module,
+    path: str | None,
+    key: str,
+    prefix: str | None = None,
+    *,
+    what: str = "a pretrained HR recogniser",
+    command: str = HR_MODEL_COMMAND,
+    made_at: str = HR_MODEL_PATH,
+) -> None:
+    """Load a pretrained network (guide, teacher, recogniser, trunk) or stop with the command that makes it.
 
     Args:
         module: the network to load into (a backbone built with the same arguments as the saved one).
         path: a crossres checkpoint or an insightface ``backbone.pth``.
         key: the config key that holds ``path``, named in the error (e.g. ``"model.guide_weights"``).
         prefix: state-dict prefix inside a Lightning checkpoint (default: auto-detect ``backbone.``).
+        what: the network, as the error names it.
+        command: the command that trains it, given in the error.
+        made_at: where ``command`` writes it.
 
     Raises:
         FileNotFoundError: ``path`` is unset or missing; the message gives the command that produces it.
     """
     if not path or not Path(path).is_file():
         raise FileNotFoundError(
-            f"{key} = {path!r}: this method needs a pretrained HR recogniser and none is there. Train one on "
-            f"the same data first:\n    {HR_MODEL_COMMAND}\nthen pass {key}={HR_MODEL_PATH} (or an insightface "
-            "backbone.pth with the same backbone arguments)."
+            f"{key} = {path!r}: this method needs {what} and none is there. Train it on the same data first:\n"
+            f"    {command}\nthen pass {key}={made_at} (or an insightface backbone.pth with the same backbone "
+            "arguments)."
         )
     load_backbone_weights(module, path, prefix=prefix)
+
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+_FROZEN = "_crossres_frozen"
+
+
+def freeze(module: ModuleT) -> ModuleT:
+    """Freeze a pretrained network: no gradients, eval mode, kept in eval mode by :meth:`CrossResMethod.train`.
+
+    BatchNorm statistics and dropout of a frozen network then never change, also while the method trains.
+
+    Args:
+        module: the network (a guide, teacher, recogniser or trunk) inside a :class:`CrossResMethod`.
+
+    Returns:
+        ``module``, frozen.
+    """
+    module.requires_grad_(False)
+    module.eval()
+    setattr(module, _FROZEN, True)
+    return module
+
+
+def is_frozen(module: nn.Module) -> bool:
+    """Whether :func:`freeze` froze ``module``."""
+    return bool(getattr(module, _FROZEN, False))
 
 
 _COMPARISONS = {"hr_hr": "HR-HR", "lr_lr": "LR-LR", "hr_lr": "HR-LR"}
@@ -160,6 +202,14 @@ class CrossResMethod(pl.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         return self.embed(images)
 
+    def train(self, mode: bool = True) -> Self:
+        """Set the train/eval mode; networks frozen by :func:`freeze` stay in eval mode."""
+        super().train(mode)
+        for module in self.modules():
+            if is_frozen(module):
+                module.eval()
+        return self
+
     # ---------------------------------------------------------------------------------------- resuming
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning does not save the global RNGs; methods that draw from them in training_step (dropout, random
@@ -218,14 +268,19 @@ class CrossResMethod(pl.LightningModule):
             opt = torch.optim.AdamW(params, lr=lr, weight_decay=hp["weight_decay"])
         else:
             raise ValueError(f"model.optimizer must be 'sgd' or 'adamw', got {hp['optimizer']!r}")
+        return self.with_schedule(opt)
+
+    def with_schedule(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """``optimizer`` with the configured warm-up and step decay (epochs), as ``configure_optimizers`` returns it."""
+        hp = self.hparams
         milestones, gamma, warmup = sorted(hp["milestones"] or []), hp["lr_gamma"], hp["warmup_epochs"]
 
         def factor(epoch: int) -> float:
             ramp = min(1.0, (epoch + 1) / warmup) if warmup > 0 else 1.0
             return ramp * gamma ** sum(epoch >= m for m in milestones)
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # -------------------------------------------------------------------------------------- evaluation
     def eval_embed_hr(self, images: Tensor) -> Tensor:
@@ -246,7 +301,25 @@ class CrossResMethod(pl.LightningModule):
             self.eval_metrics[key] = VerificationMetric().to(self.device)
         return self.eval_metrics[key]  # type: ignore[return-value]
 
+    def eval_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Hook: the validation/test batch as this method scores it (default: unchanged)."""
+        return batch
+
+    def cross_score(self, hr: Tensor, lr: Tensor, lr_images: Tensor) -> Tensor:
+        """Hook: HR-LR scores of pairs from normalised embeddings (default: their cosine).
+
+        Args:
+            hr: ``(B, D)`` embeddings of the HR faces.
+            lr: ``(B, D)`` embeddings of the LR faces.
+            lr_images: the LR faces ``lr`` embeds.
+
+        Returns:
+            ``(B,)`` scores.
+        """
+        return (hr * lr).sum(1)
+
     def _eval_step(self, split: str, batch: dict[str, Any]) -> None:
+        batch = self.eval_batch(batch)
         name, issame, pair_id = batch["pair_set"], batch["issame"], batch["pair_id"]
         hr1, hr2 = self.eval_embed_hr(batch["hr1"]), self.eval_embed_hr(batch["hr2"])
         self._metric(split, name, "hr_hr").update((hr1 * hr2).sum(1), issame, pair_id)
@@ -256,8 +329,10 @@ class CrossResMethod(pl.LightningModule):
             lr2 = self.eval_embed_lr(batch["lr2"][protocol], size)
             self._metric(split, name, "lr_lr", protocol).update((lr1 * lr2).sum(1), issame, pair_id)
             # Knoche et al. §3.4: both pair orders, (LR, HR) and (HR, LR); accuracies averaged.
-            self._metric(split, name, "lr_hr", protocol).update((lr1 * hr2).sum(1), issame, pair_id)
-            self._metric(split, name, "hr_lr", protocol).update((hr1 * lr2).sum(1), issame, pair_id)
+            lr_hr = self.cross_score(hr2, lr1, batch["lr1"][protocol])
+            self._metric(split, name, "lr_hr", protocol).update(lr_hr, issame, pair_id)
+            hr_lr = self.cross_score(hr1, lr2, batch["lr2"][protocol])
+            self._metric(split, name, "hr_lr", protocol).update(hr_lr, issame, pair_id)
 
     def _eval_epoch_end(self, split: str) -> None:
         results: dict[tuple[str, str, str], dict[str, float]] = {}

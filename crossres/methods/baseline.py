@@ -8,47 +8,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from crossres.methods.base import CrossResMethod
-from crossres.nn.backbones import build_backbone
-from crossres.nn.heads import build_head
+from crossres.methods.parts import RecogniserMethod
 from crossres.nn.weights import load_backbone_weights
 
 __all__ = ["Baseline"]
 
 
-class Baseline(CrossResMethod):
+class Baseline(RecogniserMethod):
     """A backbone + margin head trained on HR faces, LR faces, or both.
 
-    Paper:
-        The HR baseline of Knoche et al. 2021 (004, §3.1: ResNet-50 + ArcFace, momentum SGD) and the
-        "fine-tuned on LR" baseline [12] of Guided-CNN (000, Table 1): train on HR, then
-        ``finetune_from`` that checkpoint with ``train_on: lr``.
-
-    Deviations:
-        ``train_on: mixed`` feeds every image twice, HR and LR, in one batch; the half-HR/half-LR batches
-        of Knoche's BT are :class:`~crossres.methods.BatchCR`.
+    Paper: Knoche et al. 2021 (004) §3.1; the fine-tuned baseline [12] of Guided-CNN (000).
+    The paper's notes, the equations-to-code map and the deviations: ``docs/methods/baseline.md``.
 
     Args:
-        backbone: ``iresnet18`` … ``iresnet100`` or any timm model name.
-        backbone_kwargs: extra backbone arguments, e.g. ``{"width": 16}`` for a small iresnet.
-        embedding_size: feature dimension.
-        head: classification head: ``softmax``, ``cosface`` or ``arcface``.
-        scale: margin heads' logit scale ``s``.
-        margin: margin ``m`` (``None``: the head's default, 0.5 ArcFace / 0.35 CosFace).
         train_on: ``hr`` (the HR baseline), ``lr`` (LR faces at the data module's sizes) or ``mixed``.
         finetune_from: checkpoint (crossres ``.ckpt`` or insightface ``backbone.pth``) whose backbone (and,
             for a crossres checkpoint of the same classes, head) initialise this model before ``fit``.
-        **kwargs: optimisation and evaluation arguments of :class:`CrossResMethod`.
+        **kwargs: the recogniser's arguments (:class:`~crossres.methods.parts.RecogniserMethod`: backbone, head)
+            and the optimisation and evaluation arguments of :class:`CrossResMethod`.
     """
 
     def __init__(
         self,
-        backbone: str = "iresnet18",
-        backbone_kwargs: dict[str, Any] | None = None,
-        embedding_size: int = 512,
-        head: Literal["softmax", "cosface", "arcface"] = "arcface",
-        scale: float = 64.0,
-        margin: float | None = None,
         train_on: Literal["hr", "lr", "mixed"] = "hr",
         finetune_from: str | None = None,
         **kwargs: Any,
@@ -59,18 +40,7 @@ class Baseline(CrossResMethod):
         hp = self.hparams
         if hp["train_on"] not in ("hr", "lr", "mixed"):
             raise ValueError(f"model.train_on must be 'hr', 'lr' or 'mixed', got {hp['train_on']!r}")
-        self.backbone = build_backbone(
-            hp["backbone"],
-            embedding_size=hp["embedding_size"],
-            image_size=self.image_size,
-            **(hp["backbone_kwargs"] or {}),
-        )
-        self.head = build_head(
-            hp["head"], hp["embedding_size"], hp["num_classes"], scale=hp["scale"], margin=hp["margin"]
-        )
-
-    def embed(self, images: Tensor) -> Tensor:
-        return self.backbone(images)
+        super().build()  # the recogniser: backbone + margin head
 
     def on_fit_start(self) -> None:
         # Staged fine-tuning [12]: start from the HR model, but a resumed run keeps its own weights.

@@ -3,81 +3,35 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from crossres.methods.base import CrossResMethod
-from crossres.nn.backbones import build_backbone
-from crossres.nn.heads import build_head
+from crossres.methods.parts import RecogniserMethod
 
 __all__ = ["BatchCR"]
 
 
-class BatchCR(CrossResMethod):
+class BatchCR(RecogniserMethod):
     """The baseline recogniser trained on batches that are half HR, half LR.
 
-    Paper:
-        Image resolution susceptibility of face recognition models (004). §5.1, BT-r: "the architecture is
-        equivalent to our baseline network" (ResNet-50 + ArcFace, §3.1); "we now randomly select half of the HR
-        images per batch and synthetically reduce their resolution", so that every batch holds HR and LR faces in
-        the same ratio. §6.2, BT-M: the LR size of each degraded face is drawn uniformly from
-        ``{7, 14, 28, 56, 112}``.
-
-    The degradation belongs to the data module: BT-r is ``data.lr_prob: 0.5``, ``data.lr_policy: fixed``,
-    ``data.lr_sizes: [r]``; BT-M is ``data.lr_prob: 0.5``, ``data.lr_policy: choice``,
-    ``data.lr_sizes: [7, 14, 28, 56, 112]`` (``data.lr_per: sample``). The method trains on ``batch["lr"]``,
-    which is then the mixed batch.
-
-    Deviations:
-        * The half is an exact count (``round(B / 2)`` faces, a random subset), as the data module draws it;
-          BT-M's size 112 leaves a "degraded" face at HR, so on average 60 % of a BT-M batch is at 112 px, as
-          in the paper's sampling.
-        * At fit start the data module's sampler is checked: ``lr_prob`` of 0 (the HR baseline) or 1 (the
-          LR-only baseline) and ``lr_per: batch`` (whole batches at one size) do not mix resolutions within a
-          batch and stop the run with a ``ValueError``; any other ``lr_prob`` than the paper's 0.5 only warns.
-        * ``train_loss_ce_hr`` / ``train_loss_ce_lr`` log the cross-entropy of the HR and the LR part of each
-          batch (the optimised loss, ``train_loss``, is their sample-weighted mean).
+    Paper: Image resolution susceptibility of face recognition models (004), §5.1 and §6.2.
+    The paper's notes, the equations-to-code map and the deviations: ``docs/methods/batch_cr.md``.
 
     Args:
-        backbone: ``iresnet18`` … ``iresnet100`` (the paper's ResNet-50 is ``iresnet50``) or a timm model name.
-        backbone_kwargs: extra backbone arguments, e.g. ``{"width": 16}`` for a small iresnet.
-        embedding_size: feature dimension (the paper's 512).
-        head: classification head: ``arcface`` (the paper's), ``cosface`` or ``softmax``.
-        scale: margin heads' logit scale ``s``.
-        margin: margin ``m`` (``None``: the head's default, 0.5 for ArcFace).
-        **kwargs: optimisation and evaluation arguments of :class:`CrossResMethod`.
+        **kwargs: the recogniser's arguments (:class:`~crossres.methods.parts.RecogniserMethod`: backbone, head)
+            and the optimisation and evaluation arguments of :class:`CrossResMethod`.
     """
 
     def __init__(
         self,
-        backbone: str = "iresnet18",
-        backbone_kwargs: dict[str, Any] | None = None,
-        embedding_size: int = 512,
-        head: Literal["softmax", "cosface", "arcface"] = "arcface",
-        scale: float = 64.0,
-        margin: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
 
-    def build(self) -> None:
-        hp = self.hparams
-        # §5.1: the same network as the baseline: one backbone and an ArcFace layer.
-        self.backbone = build_backbone(
-            hp["backbone"],
-            embedding_size=hp["embedding_size"],
-            image_size=self.image_size,
-            **(hp["backbone_kwargs"] or {}),
-        )
-        self.head = build_head(
-            hp["head"], hp["embedding_size"], hp["num_classes"], scale=hp["scale"], margin=hp["margin"]
-        )
-
-    def embed(self, images: Tensor) -> Tensor:
-        return self.backbone(images)
+    # §5.1: the network is the baseline's, one backbone and an ArcFace layer (RecogniserMethod.build).
 
     def on_fit_start(self) -> None:
         sampler = getattr(getattr(self.trainer, "datamodule", None), "sampler", None)

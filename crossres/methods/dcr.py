@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from typing_extensions import Self
 
 from crossres.losses.center import CenterLoss
 from crossres.losses.coupled import CoupledMappingLoss
-from crossres.methods.base import CrossResMethod
+from crossres.methods.base import CrossResMethod, freeze, load_pretrained
+from crossres.methods.parts import nearest_size_index
 from crossres.nn.backbones import build_backbone
 from crossres.nn.coupled import BranchPair, DCRTrunk, ResolutionEstimator, count_parameters
 from crossres.nn.heads import build_head
-from crossres.nn.weights import load_backbone_weights
 from crossres.transforms.functional import resolve_size
 
 __all__ = ["DCR_STAGE1_COMMAND", "DCR_STAGE1_PATH", "DCRTwoStage"]
@@ -29,41 +27,8 @@ DCR_STAGE1_COMMAND = "crossres fit -c experiments/dcr_stage1.yaml --name dcr_sta
 class DCRTwoStage(CrossResMethod):
     """DCR in its two training steps: ``stage: 1`` trains the trunk, ``stage: 2`` the branch pairs on it.
 
-    Paper:
-        Deep Coupled ResNet for low-resolution face recognition (003). Step 1 (§II-B): the trunk (Fig. 1, after
-        Wen et al.'s center-loss ResNet [8]) is trained on faces at 112x96, 40x40 and 6x6, each bicubic-upsampled
-        back to 112x96, with softmax + center loss, Eq. (1), ``β = 0.008``; its feature ``v`` feeds the branches.
-        Step 2: the trunk is frozen; a pair of branch networks (``FC -> PReLU -> FC``) maps HR features to ``x``
-        and LR features of one target size ``k`` to ``z``, trained with the CM loss, Eq. (5):
-        ``L_CM = Ls + λ·Lc + α·Le`` (Eq. (2) softmax of both branches, Eq. (3) center loss of both, Eq. (4)
-        ``||x - z||^2``), ``λ = α = 0.008``. Several pairs, one per probe size, share the trunk (§I point 4, §II-C).
-        Matching (§II-C): the HR gallery face goes through the HR branch and the LR probe through the LR branch of
-        the pair chosen by the probe's resolution, scored by cosine similarity.
-
-    Evaluation routing: a probe's pair is the branch size nearest its ``lr_size`` height (ties: the smaller size),
-    or the ``estimator``'s guess. The HR side's branch depends on the probe, so :meth:`embed_hr` embeds a gallery
-    face with the HR branch of *every* pair, ``[x_1/|x_1|, ..., x_K/|x_K|]``, and :meth:`embed_lr` puts the probe's
-    ``z_k/|z_k|`` in block ``k`` and zeros elsewhere: the dot product of the two is ``cos(x_k, z_k)`` of the pair the
-    probe chose (times ``1/sqrt(K)`` after the base's normalisation), so every consumer of the embeddings - the
-    base's pairwise evaluation, ``predict``, identification - picks the branch per pair without special code. HR-HR
-    scores are then the mean over pairs of ``cos(x_k, x_k')``; LR-LR scores are ``cos(z_k, z_k')`` when both probes
-    choose the same pair (always with ``size`` routing, as a pair's two probes share a size) and 0 otherwise.
-    ``stage: 1`` embeds every face with the trunk feature ``v`` (the paper's "Trunk network" row of Table I).
-
-    Deviations:
-        * Every loss term is the batch mean of the paper's per-sample sums (Eq. (1)-(5) sum over ``m`` samples).
-        * Centres (Eq. (1) ``c^v``, Eq. (3) ``c^x``, ``c^z``) are buffers moved by Wen et al.'s update rule with
-          learning rate ``center_alpha`` (0.5 in [8]), not by SGD; they start at zero.
-        * The three resolutions of step 1 are the data module's ``lr_views`` (``trunk_resolutions``); one batch
-          holds each face at all three, so the trunk sees ``3m`` samples per step as in Eq. (1).
-        * All branch pairs are trained in one run (sum of one Eq. (5) per pair, each on its own ``lr_views`` size);
-          the paper trains them separately on the same frozen trunk, which gives the same gradients per pair.
-        * The resolution indicator [24] is not specified; ``branch_selection: estimator`` uses a small classifier
-          on the trunk feature, trained in stage 2 on the branch sizes' LR views with cross-entropy (the
-          ``estimator`` loss, added to the CM losses; it shares no parameters with them).
-        * The paper's PCA on LFW's training folds before the cosine (§III-A) is not applied.
-        * 003 uses 112x96 faces; the trunk takes any size >= 48x48 (the synthetic configs use 112x112). Int sizes
-          mean ``(k, round(k * W / H))``; write ``"40x40"`` for an explicit size on non-square faces.
+    Paper: Deep Coupled ResNet for low-resolution face recognition (003).
+    The paper's notes, the equations-to-code map and the deviations: ``docs/methods/dcr.md``.
 
     Args:
         stage: ``1`` trains the trunk (Eq. (1)), ``2`` the branch pairs on the frozen trunk (Eq. (5)).
@@ -141,8 +106,7 @@ class DCRTwoStage(CrossResMethod):
             self.trunk_head = build_head("softmax", dim, classes)
             self.trunk_center = CenterLoss(classes, dim, alpha=hp["center_alpha"])
             return
-        self.trunk.requires_grad_(False)
-        self.trunk.eval()
+        freeze(self.trunk)  # §II-B step 2: "model parameters of the trunk network remain unchanged"
         self.branches = nn.ModuleDict(
             {str(k): BranchPair(dim, hp["branch_features"], classes) for k in self.branch_sizes}
         )
@@ -161,23 +125,17 @@ class DCRTwoStage(CrossResMethod):
         self.estimator = ResolutionEstimator(dim, len(self.branch_sizes), hidden=hp["estimator_hidden"])
 
     # ------------------------------------------------------------------------------------- frozen trunk
-    def train(self, mode: bool = True) -> Self:
-        super().train(mode)
-        if self.stage == 2:
-            self.trunk.eval()  # 003 §II-B step 2: "model parameters of the trunk network remain unchanged".
-        return self
-
     def setup(self, stage: str) -> None:
         if self.stage != 2 or stage != "fit" or self.trainer.ckpt_path is not None:
             return
-        path = self.hparams["trunk_weights"]
-        if not path or not Path(path).is_file():
-            raise FileNotFoundError(
-                f"model.trunk_weights = {path!r}: DCR stage 2 trains branch pairs on a frozen stage-1 trunk and none "
-                f"is there. Train it first:\n    {DCR_STAGE1_COMMAND}\nthen pass model.trunk_weights="
-                f"{DCR_STAGE1_PATH} (or a Baseline checkpoint / insightface backbone.pth with the same trunk settings)."
-            )
-        load_backbone_weights(self.trunk, path)
+        load_pretrained(
+            self.trunk,
+            self.hparams["trunk_weights"],
+            "model.trunk_weights",
+            what="a frozen stage-1 trunk (or a Baseline checkpoint with the same trunk settings)",
+            command=DCR_STAGE1_COMMAND,
+            made_at=DCR_STAGE1_PATH,
+        )
 
     def on_fit_start(self) -> None:
         views = getattr(getattr(self.trainer, "datamodule", None), "lr_views", None)
@@ -202,9 +160,7 @@ class DCRTwoStage(CrossResMethod):
         Returns:
             Long ``(B,)`` indices into ``branch_sizes`` (sorted ascending).
         """
-        heights = lr_size.reshape(-1, 2)[:, 0].to(torch.long)
-        sizes = torch.tensor(self.branch_sizes, device=heights.device)
-        return (heights[:, None] - sizes[None, :]).abs().argmin(dim=1)  # argmin keeps the first (smaller) of ties
+        return nearest_size_index(lr_size, self.branch_sizes)  # sorted: of equal gaps, the smaller size
 
     def select_branch(self, trunk_features: Tensor, lr_size: Tensor) -> Tensor:
         """The branch pair of each probe, by ``branch_selection``: its ``lr_size`` or the resolution estimator."""

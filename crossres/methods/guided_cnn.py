@@ -7,10 +7,10 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from typing_extensions import Self
 
 from crossres.losses.guidance import FeatureGuidanceLoss
-from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, load_pretrained
+from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, freeze, load_pretrained
+from crossres.methods.parts import nearest_size_index
 from crossres.nn.backbones import build_backbone
 from crossres.nn.heads import build_head
 from crossres.transforms.functional import occlusion_mask, resolve_size
@@ -24,36 +24,8 @@ _OCCLUSION_SEED = 20_170_000
 class GuidedCNN(CrossResMethod):
     """A frozen guide ``CNN_H`` for HR faces and a learner ``CNN_L`` of the same architecture for LR faces.
 
-    Paper:
-        Guided Convolutional Neural Network for cross-resolution face recognition (000). ``CNN_H`` is pre-trained
-        on HR faces and serves as the guide; ``CNN_L`` takes the LR face upscaled to the HR size and learns with
-        the softmax loss, Eq. (1), plus the cross-domain loss that pulls its l2-normalised feature towards the
-        guide's feature of the same HR face, Eq. (2): ``L = Ls(Lx) + λ·Lc(Hx, Lx)``, Eq. (3). At test time HR
-        faces go through ``CNN_H`` and LR faces through ``CNN_L`` (§3.1, Fig. 2); in the "unknown resolution"
-        scenario the query is embedded by both and the embedding nearer the HR gallery feature is kept. ``λ = 0``
-        is the paper's "Ours*". More than two sub-CNNs (§2.1): one learner per LR size, sharing the guide. §3.2
-        trains the learner on occluded HR faces instead (a 20 % block, or the upper or lower half) and tests
-        HR-OC.
-
-    Deviations:
-        * Guide and learner are any crossres backbone (the paper uses Light CNN and the Center-Loss CNN); the
-          guide is a crossres checkpoint or an insightface ``backbone.pth``, loaded before ``fit`` and frozen: it
-          stays in eval mode (BatchNorm statistics never move) even when the module is put in train mode.
-        * The learner starts from the guide's weights (``init_learner_from_guide``); the paper leaves its
-          initialisation open ("learned from LR ones but share information across sub-CNN models"). Its Table 1
-          "Ours*" row has the LR-LR accuracy of the LR-only CNN, which suggests a learner trained from scratch:
-          ``init_learner_from_guide: false`` reproduces that reading.
-        * Eq. (2) is averaged over the batch (``Lc`` is written per pair); with several learners the loss is the
-          sum of one Eq. (3) per learner, each with its own softmax head.
-        * ``test_mode: unknown`` (§3.1) changes the cross-resolution scores only: the query's feature from
-          ``CNN_H`` or ``CNN_L``, whichever is nearer the other, HR, image of the pair, is scored (both pair
-          orders, as every crossres HR-LR score). HR-HR and LR-LR keep the known routing. ``predict`` always uses
-          the known routing and the data module's LR protocols (no occlusion).
-        * Occlusion (§3.2): the learner sees ``occlude(hr)`` during training (the global RNG, seeded by
-          ``seed_everything``); at evaluation the data module's LR protocols are replaced by one protocol,
-          ``oc_<mode>[<area %>]`` (e.g. ``oc_block20``), whose probes are the occluded HR faces, occluded
-          deterministically per pair (seed ``_OCCLUSION_SEED + 2·pair_id + image index``), so the "HR-LR" and
-          "LR-LR" rows of that protocol are the paper's HR-OC and OC-OC.
+    Paper: Guided Convolutional Neural Network for cross-resolution face recognition (000).
+    The paper's notes, the equations-to-code map and the deviations: ``docs/methods/guided_cnn.md``.
 
     Args:
         backbone: architecture of both sub-CNNs: ``iresnet18`` … ``iresnet100`` or a timm model name.
@@ -125,9 +97,7 @@ class GuidedCNN(CrossResMethod):
             )
 
         # §2.1: CNN_H and CNN_L have "the identical structure but different configurations".
-        self.guide = sub_cnn()
-        self.guide.requires_grad_(False)
-        self.guide.eval()
+        self.guide = freeze(sub_cnn())  # CNN_H: pre-trained on HR faces, never updated, BatchNorm included
         self.learner_sizes: list[int] | None = [int(s) for s in sizes] if sizes is not None else None
         count = len(sizes) if sizes is not None else 1
         self.learners = nn.ModuleList(sub_cnn() for _ in range(count))
@@ -139,11 +109,6 @@ class GuidedCNN(CrossResMethod):
         self.guidance = FeatureGuidanceLoss(reduction="mean")
 
     # --------------------------------------------------------------------------------------- the guide
-    def train(self, mode: bool = True) -> Self:
-        super().train(mode)
-        self.guide.eval()  # CNN_H is frozen: pre-trained on HR faces and never updated, BatchNorm included.
-        return self
-
     def setup(self, stage: str) -> None:
         if stage != "fit" or self.trainer.ckpt_path is not None:
             return
@@ -178,11 +143,9 @@ class GuidedCNN(CrossResMethod):
         Returns:
             Long ``(B,)`` indices into ``learners`` (all 0 with a single learner).
         """
-        heights = lr_size.reshape(-1, 2)[:, 0].to(torch.long)
         if self.learner_sizes is None:
-            return torch.zeros_like(heights)
-        sizes = torch.tensor(self.learner_sizes, device=heights.device)
-        return (heights[:, None] - sizes[None, :]).abs().argmin(dim=1)  # argmin keeps the first of equal gaps
+            return torch.zeros_like(lr_size.reshape(-1, 2)[:, 0], dtype=torch.long)
+        return nearest_size_index(lr_size, self.learner_sizes)
 
     def embed_lr(self, images: Tensor, lr_size: Tensor) -> Tensor:
         """LR probes: the learner ``CNN_L`` (with several learners, the one nearest each probe's size)."""
@@ -276,21 +239,12 @@ class GuidedCNN(CrossResMethod):
         hr_size = torch.tensor(self.image_size, device=batch["hr1"].device).expand(batch["hr1"].shape[0], 2)
         return batch | {"lr1": {name: occluded[0]}, "lr2": {name: occluded[1]}, "lr_size": {name: hr_size}}
 
-    def _eval_step(self, split: str, batch: dict[str, Any]) -> None:
-        if self.hparams["occlusion"] != "none":
-            batch = self.occluded_eval_batch(batch)
+    def eval_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """§3.2: with ``occlusion``, the occluded HR faces replace the LR probes (:meth:`occluded_eval_batch`)."""
+        return self.occluded_eval_batch(batch) if self.hparams["occlusion"] != "none" else batch
+
+    def cross_score(self, hr: Tensor, lr: Tensor, lr_images: Tensor) -> Tensor:
+        """HR-LR scores; §3.1 unknown resolution: the query's embedding by ``CNN_H`` or ``CNN_L``, the nearer."""
         if self.hparams["test_mode"] == "known":
-            super()._eval_step(split, batch)
-            return
-        # §3.1 unknown resolution: as the base's evaluation, but each LR query is also embedded by CNN_H and the
-        # embedding nearer the HR image of the pair is scored.
-        name, issame, pair_id = batch["pair_set"], batch["issame"], batch["pair_id"]
-        hr1, hr2 = self.eval_embed_hr(batch["hr1"]), self.eval_embed_hr(batch["hr2"])
-        self._metric(split, name, "hr_hr").update((hr1 * hr2).sum(1), issame, pair_id)
-        for protocol, images1 in batch["lr1"].items():
-            size, images2 = batch["lr_size"][protocol], batch["lr2"][protocol]
-            lr1, lr2 = self.eval_embed_lr(images1, size), self.eval_embed_lr(images2, size)
-            lr1_guide, lr2_guide = self.eval_embed_hr(images1), self.eval_embed_hr(images2)
-            self._metric(split, name, "lr_lr", protocol).update((lr1 * lr2).sum(1), issame, pair_id)
-            self._metric(split, name, "lr_hr", protocol).update(self.nearer_score(hr2, lr1_guide, lr1), issame, pair_id)
-            self._metric(split, name, "hr_lr", protocol).update(self.nearer_score(hr1, lr2_guide, lr2), issame, pair_id)
+            return super().cross_score(hr, lr, lr_images)
+        return self.nearer_score(hr, self.eval_embed_hr(lr_images), lr)

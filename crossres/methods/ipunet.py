@@ -7,10 +7,9 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from typing_extensions import Self
 
 from crossres.losses.identity import IdentityPreservingLoss
-from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, load_pretrained
+from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, freeze, load_pretrained
 from crossres.nn.backbones import build_backbone
 from crossres.nn.unet import UNet
 from crossres.transforms.functional import downsample, upsample
@@ -21,36 +20,8 @@ __all__ = ["IPUNet"]
 class IPUNet(CrossResMethod):
     """A U-Net super-resolves the bicubic-upsampled LR face; a frozen HR recogniser embeds the result.
 
-    Paper:
-        Identity-preserving U-Net super-resolution for low-resolution face recognition (002). §3.1: a U-Net with 7
-        stride-2 down blocks (conv, BN, LeakyReLU) and 7 up blocks (transposed conv, BN, dropout, ReLU) with skip
-        concatenation, translating the bicubic-upsampled 128x128 LR face to its SR version. §3.2, Eq. 3.3:
-        ``L_total = L_embedding + β·L_pixel``, ``β = 5``: MSE between the pre-trained recogniser's embeddings of
-        SR and HR (Eq. 3.2) plus pixel MSE (Eq. 3.1). §3.3: LR sizes drawn with equal probability from 7x6, 11x8,
-        14x12, 16x12, 16x14, 16x16, 18x16, 21x15, 32x32 and 112x96. Test (§4): the probe is super-resolved and
-        embedded by the recogniser, the HR gallery embedded directly, compared by cosine; §4.3 concatenates the
-        embeddings of the upsampled face and of its SR version.
-
-    Deviations:
-        * The embedding loss back-propagates through the frozen recogniser into the U-Net (the public code's
-          version computed it on detached embeddings, so only the pixel loss trained the U-Net); the recogniser's
-          weights never change and it stays in eval mode (BatchNorm statistics never move).
-        * Embeddings are L2-normalised before the MSE (``normalize_embeddings``), as the FaceNet recogniser of
-          002 [17] outputs unit-length embeddings; the recogniser is any crossres backbone (the paper's is an
-          Inception-ResNet trained on MS-Celeb), by default the HR Baseline (``HR_MODEL_PATH``).
-        * Faces are 112 px here, the U-Net takes ``sr_size`` (128): the data module's bicubic-upsampled LR face is
-          resized 112 -> 128 with :func:`~crossres.transforms.functional.upsample` (bicubic) and the SR output
-          128 -> 112 with :func:`~crossres.transforms.functional.downsample` (antialiased bicubic), the library's
-          only resizing. ``L_pixel`` and the recogniser see the SR face at the HR size; the paper resized its
-          VGGFace2 faces to 128 and compared there.
-        * The multi-scale sizes are the data module's (``data.lr_policy: choice``); on 112x112 faces
-          ``experiments/ipunet.yaml`` scales the paper's 112x96 list by ``(H/112, W/96)`` (7x6 -> 7x7, ...,
-          112x96 -> 112x112, i.e. no degradation).
-        * Kernel sizes (4x4), LeakyReLU slope (0.2), dropout (0.5) and the tanh output are pix2pix's; the paper
-          gives none. Dropout is off at test time (eval mode).
-        * Optimiser: AdamW, lr 2e-4, no weight decay (the paper gives none).
-        * ``concat_bicubic`` (§4.3) embeds *both* sides as ``[rec(x)/|.|, rec(SR(x))/|.|]`` so that the HR
-          gallery and the probe share one embedding space.
+    Paper: Identity-preserving U-Net super-resolution for low-resolution face recognition (002).
+    The paper's notes, the equations-to-code map and the deviations: ``docs/methods/ipunet.md``.
 
     Args:
         backbone: recogniser architecture, as the HR Baseline's (``iresnet18`` ... or a timm name).
@@ -104,16 +75,10 @@ class IPUNet(CrossResMethod):
             hp["backbone"], embedding_size=hp["embedding_size"], image_size=self.image_size,
             **(hp["backbone_kwargs"] or {}),
         )  # fmt: skip
-        self.recognizer.requires_grad_(False)
-        self.recognizer.eval()
+        freeze(self.recognizer)  # pre-trained on HR faces, never updated, BatchNorm included
         self.identity_loss = IdentityPreservingLoss(beta=hp["beta"], normalize=hp["normalize_embeddings"])
 
     # ------------------------------------------------------------------------------------ the recogniser
-    def train(self, mode: bool = True) -> Self:
-        super().train(mode)
-        self.recognizer.eval()  # frozen: pre-trained on HR faces, never updated, BatchNorm included
-        return self
-
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.trainer.ckpt_path is None:
             load_pretrained(self.recognizer, self.hparams["recognizer_weights"], "model.recognizer_weights")

@@ -2,102 +2,54 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal, get_args
 
 import torch
 from torch import Tensor, nn
-from typing_extensions import Self
 
-from crossres.data.priors import landmarks_to_heatmaps, landmarks_to_parsing
 from crossres.losses.distillation import ResidualDistillationLoss, StudentDistillationLoss
 from crossres.losses.hallucination import LandmarkHeatmapLoss, ParsingLoss, PixelLoss
 from crossres.losses.mmd import MKMMD
-from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, load_pretrained
-from crossres.metrics.image_quality import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure, psnr
+from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, freeze, load_pretrained
+from crossres.metrics.image_quality import SRQuality, psnr
 from crossres.nn.backbones import build_backbone
 from crossres.nn.distillation import AdaptedBlocks, BlockwiseBackbone
-from crossres.nn.hallucination import PRIOR_STRIDE, FaceHallucinationNet, FHNOutput
+from crossres.nn.hallucination import FaceHallucinationNet, FHNOutput, prior_targets
 
 __all__ = ["RIM"]
 
 EvalMode = Literal["rim", "fhn_student", "fhn_teacher", "teacher"]
 
 
+@dataclass(frozen=True)
+class RIMSettings:
+    """The hyper-parameters :class:`RIM` reads after building its networks (see its Args)."""
+
+    teacher_weights: str | None
+    use_fhn: bool
+    use_priors: bool
+    assistant_after_epoch: int | None
+    num_landmarks: int
+    heatmap_sigma: float
+    lambda_domain: float
+    lambda_pixel: float
+    lambda_landmark: float
+    lambda_parsing: float
+    lambda_recognition: float
+    gradient_clip: float | None
+    quality_lr_sizes: list[int] | None
+    optimizer: str
+    lr: float
+    fhn_lr: float | None
+    weight_decay: float
+
+
 class RIM(CrossResMethod):
     """Resolution Invariant Model: FHN super-resolves the LR probe 8x, HRN recognises it by residual distillation.
 
-    Paper:
-        Resolution Invariant Model for cross-resolution face recognition (001). FHN (§3.1): a coarse SR network
-        ``G_c`` turns the bicubic-upsampled probe into ``I_c``; a tri-path generator (global features ``G_f``,
-        landmark heatmaps ``G_l``, parsing maps ``G_p``) runs on ``I_c`` and on the real HR face; a mix-adversarial
-        discriminator reconstructs the SR face from the concatenated maps (feature integrator ``D_i``) and measures
-        the MK-MMD between the maps of ``I_c`` and of the HR faces (domain discriminator ``D_d``). ``G`` minimises
-        Eq. (1) ``L_domain + λ0·L_pixel + λ1·L_landmark + λ2·L_parsing``; ``D_i`` minimises ``L_pixel`` (Eq. (5));
-        ``D_d`` maximises ``L_domain`` (Eq. (6)), the minimax of Eq. (10). HRN (§3.2): a frozen HR teacher sees the
-        HR face; a student and a teacher assistant see the SR face; all three are split into K = 4 blocks. The
-        student matches the teacher's last block, Eq. (11); the assistant learns the residual ``f_T^k - f_S^k`` at
-        every block, Eq. (12); the probe feature is ``f_S = f_S^K + f_A^K``. FHN and HRN are trained jointly, end
-        to end (§3.3), with RMSprop at 1e-3 (§4). At test time the HR gallery face gives ``f_T`` and the LR probe
-        ``f_S``; they are compared by cosine similarity (§3.3).
-
-    Deviations:
-        * Layers: the paper gives none. FHN follows FSRNet (its ref. [4]): residual blocks without normalisation;
-          each path is a stride-2 convolution and residual blocks; ``I_c = I_lr + G_c(I_lr)`` and
-          ``I_sr = I_c + D_i(maps)`` (global residuals). The concatenated maps are ``[G_f, G_l, softmax(G_p)]``.
-          ``D_d`` is a 1x1 convolution, three stride-2 convolutions, pooling and a linear layer (``domain_dim``).
-          FHN works at half resolution (FSRNet predicts its priors at half size): the tri-path maps and the
-          landmark/parsing targets are ``H/2 x W/2``; images come back to ``H x W`` by sub-pixel convolutions whose
-          weights start at zero (``I_sr = I_c = I_lr`` before training).
-        * MK-MMD: the biased estimate of Eq. (8) with Gaussian kernels ``exp(-d²/(2σ_u))`` (the paper gives no
-          bandwidths); by default ``σ_u`` are multiples of the mean squared distance of the pooled features (DAN's
-          heuristic), which keeps Eq. (6)'s maximisation scale-free (with fixed bandwidths ``D_d`` can saturate every
-          kernel, where the MMD and its gradient vanish). ``β = softmax(logits)`` keeps Eq. (9)'s ``β_u > 0,
-          Σβ_u = 1``; with ``learn_kernel_weights`` the logits belong to the maximising player ``D_d`` (Gretton et
-          al.'s choice of the kernel that maximises the MMD), otherwise ``β`` stays uniform. Per-rank batches unless
-          ``mmd_gather_distributed``.
-        * Losses: ``loss_reduction: sum`` (default) is the paper's formulas, per-image sums over pixels (Eq. (4) with
-          its ``1/C``) and squared L2 norms of whole maps (Eqs. (11), (12)), averaged over the batch; ``mean`` also
-          averages over elements (a rescaling of the ``λ``s). With sums the pixel term dominates Eq. (1) and
-          ``L_domain`` (at most 2) is a light regulariser; ``λ0 = λ1 = λ2 = 1`` (the paper gives none). Eq. (3)'s
-          targets are Gaussians of ``heatmap_sigma`` px at the data's landmarks (``crossres.data.priors``); parsing
-          labels come from the data, or from the landmarks when a batch has none.
-        * Joint end-to-end training (§3.3): FHN also receives ``λ_rec · (L_S / ||f_T^K||² + L_A / Σ_k ||f_T^k||²)``
-          through the SR face: the distillation errors relative to the teacher's map energy (the paper gives no
-          weight; the raw squared norms scale with the teacher's activations, ~1e4-1e5 for a small iresnet, and would
-          swamp Eq. (1)). The public code instead trains HRN on stored SR faces (and initialises student and
-          assistant from the teacher); ``lambda_recognition: 0`` is that reading.
-        * Players and optimizers: ``fhn`` (``θ_G`` and ``θ_i``, two parameter groups of one optimizer: one backward
-          of Eq. (1) gives ``θ_i`` the gradient ``λ0·∇L_pixel``, Eq. (5) up to ``λ0``, which RMSprop's per-parameter
-          normalisation removes), ``domain`` (``θ_d`` and the kernel logits), ``student``, ``assistant``; each is
-          stepped every batch inside its ``toggled_optimizer`` (the public code never steps the assistant's
-          optimizer). One step: FHN forward and its losses; the student (Eq. (11)) and the assistant (Eq. (12),
-          ``f_S`` constant: the student's objective is Eq. (11) alone) step on the SR face taken as an input leaf,
-          whose gradient gives ``∂L_rec/∂I_sr``; FHN steps on Eq. (1) plus ``λ_rec·⟨I_sr, ∂L_rec/∂I_sr⟩`` (the
-          gradient of a joint backward, with one forward of each network); ``D_d`` steps on the detached maps. Every
-          optimizer step counts as a global step (4 per batch).
-        * Schedule: §3.3 trains every sub-net jointly, end to end (the default); §3.2 uses the assistant "after
-          assistant and student network reaching their optima". ``assistant_after_epoch: N`` is that second reading:
-          the assistant joins at epoch ``N``, alone, on the frozen student's residuals. On synthetic faces the joint
-          assistant adds nothing measurable at inference; the sequential one adds +1.02 points where the student
-          sees the HR face, at most +0.24 (within noise) behind FHN (``experiments/README.md``, RIM).
-        * Blocks (§4): the 4 stages of each (ResNet-like) backbone. The paper picks networks whose block outputs
-          agree; where a student's or assistant's channels differ from the teacher's, a 1x1 convolution maps each
-          block output to the teacher's channels (the spatial sizes must agree). The assistant's adapters train with
-          Eq. (12), the student's last one with Eq. (11); Eq. (11) does not reach the student's adapters of blocks
-          1 .. K-1, which Eq. (12) needs, so they are fitted to the teacher's maps by the same squared error on
-          detached student maps (``train_loss_student_adapters``): they translate the student's maps into the
-          teacher's channels without changing what the student learns. FHN sees Eq. (12) through ``f_A`` only.
-          The probe embedding is the frozen teacher's embedding head applied to ``f_S^K + f_A^K``, so that it lives
-          in the teacher's space and is comparable with the gallery's ``f_T``. Student and assistant start from
-          random weights (the paper does not say).
-        * Evaluation (§3.3, Table 2): the HR gallery side is always the teacher on the HR face; LR-LR scores use the
-          probe path on both faces. ``eval_mode`` picks the probe path for the ablations of Table 1 without new
-          training: ``rim`` (f; with ``use_assistant: false`` the student alone), ``fhn_student`` (this run's
-          student without its assistant; the paper's (e) is a model of its own, ``use_assistant: false``: §4.1
-          trains each combination "respectively"), ``fhn_teacher`` (d, Table 2's HR-SR: the teacher on the SR
-          face), ``teacher`` (a, the teacher on the bicubic probe). ``use_fhn: false`` trains the HRN on the bicubic
-          probe (Table 1 (c), distillation without FHN). Training LR faces come from the data module (RIM: 8x, set
-          ``data.lr_sizes`` to ``H / 8``).
+    Paper: Resolution Invariant Model for cross-resolution face recognition (001).
+    The paper's notes, the equations-to-code map and the deviations: ``docs/methods/rim.md``.
 
     Args:
         teacher_backbone: the HR teacher's architecture (ResNet50-IR in the paper); must match ``teacher_weights``.
@@ -210,6 +162,7 @@ class RIM(CrossResMethod):
                 f"model.assistant_after_epoch must be None or >= 0 with model.use_assistant: true, got {after} "
                 f"(use_assistant: {hp['use_assistant']})"
             )
+        self.settings = RIMSettings(**{f.name: hp[f.name] for f in fields(RIMSettings)})
         self.automatic_optimization = False  # the minimax of Eq. (10): one optimizer per player, stepped by hand
         self.eval_mode = hp["eval_mode"]
 
@@ -219,9 +172,7 @@ class RIM(CrossResMethod):
             )
 
         # HRN (§3.2): the frozen HR teacher N_T, the student N_S and the teacher assistant N_A, K = 4 blocks each.
-        self.teacher = BlockwiseBackbone(backbone(hp["teacher_backbone"], hp["teacher_backbone_kwargs"]))
-        self.teacher.requires_grad_(False)
-        self.teacher.eval()
+        self.teacher = freeze(BlockwiseBackbone(backbone(hp["teacher_backbone"], hp["teacher_backbone_kwargs"])))
         student = BlockwiseBackbone(backbone(hp["student_backbone"], hp["student_backbone_kwargs"]), keep_head=False)
         self.student = AdaptedBlocks(student, self.teacher.shapes, "student")
         self.assistant: AdaptedBlocks | None = None
@@ -255,7 +206,7 @@ class RIM(CrossResMethod):
         self.pixel_loss = PixelLoss(hp["loss_reduction"])  # Eqs. (2), (5)
         self.landmark_loss = LandmarkHeatmapLoss(hp["loss_reduction"])  # Eq. (3)
         self.parsing_loss = ParsingLoss(hp["loss_reduction"])  # Eq. (4)
-        self.quality_metrics = nn.ModuleDict()
+        self.quality = SRQuality()  # Table 4
         self.sr_quality: dict[str, list[dict[str, Any]]] = {}
 
     @property
@@ -267,20 +218,15 @@ class RIM(CrossResMethod):
     def eval_mode(self, mode: str) -> None:
         if mode not in get_args(EvalMode):
             raise ValueError(f"model.eval_mode must be one of {get_args(EvalMode)}, got {mode!r}")
-        if mode.startswith("fhn") and not self.hparams["use_fhn"]:
+        if mode.startswith("fhn") and not self.settings.use_fhn:
             raise ValueError(f"model.eval_mode={mode!r} needs FHN, but this model has use_fhn: false")
         self._eval_mode = mode
-
-    def train(self, mode: bool = True) -> Self:
-        super().train(mode)
-        self.teacher.eval()  # N_T is pre-trained on HR faces and frozen, BatchNorm statistics included.
-        return self
 
     def on_fit_start(self) -> None:
         # Not in setup(): Lightning sets trainer.ckpt_path only after setup(), when it restores a checkpoint; here a
         # resumed run (whose checkpoint holds the teacher) is told apart from a fresh one and never needs the file.
         if self.trainer.ckpt_path is None:
-            load_pretrained(self.teacher.net, self.hparams["teacher_weights"], "model.teacher_weights")
+            load_pretrained(self.teacher.net, self.settings.teacher_weights, "model.teacher_weights")
 
     # ------------------------------------------------------------------------------------------ embedding
     def embed(self, images: Tensor) -> Tensor:
@@ -315,7 +261,7 @@ class RIM(CrossResMethod):
             feature = feature + self.assistant(probe)[-1]  # §3.2: f_S = f_S^K + f_A^K
         return self.teacher.head(feature)
 
-    # ------------------------------------------------------------------------------------------- training
+    # ------------------------------------------------------------------------------------------- players
     def configure_optimizers(self) -> Any:
         players: list[Any] = []
         if self.fhn is not None:
@@ -330,9 +276,8 @@ class RIM(CrossResMethod):
         players.append([{"params": list(self.student.parameters()), "name": "student"}])
         if self.assistant is not None:
             players.append([{"params": list(self.assistant.parameters()), "name": "assistant"}])
-        fhn_lr = self.hparams["fhn_lr"]
         return [
-            self._optimizer(groups, fhn_lr if name in ("fhn", "domain") else None)
+            self._optimizer(groups, self.settings.fhn_lr if name in ("fhn", "domain") else None)
             for name, groups in zip(self.player_names(), players, strict=True)
         ]
 
@@ -342,26 +287,18 @@ class RIM(CrossResMethod):
         return names + ["student"] + (["assistant"] if self.assistant is not None else [])
 
     def _optimizer(self, groups: list[dict[str, Any]], lr: float | None = None) -> dict[str, Any]:
-        hp = self.hparams
-        lr = hp["lr"] if lr is None else lr
-        if hp["optimizer"] != "rmsprop":
+        lr = self.settings.lr if lr is None else lr
+        if self.settings.optimizer != "rmsprop":
             return self.optimizer_and_scheduler(groups, lr=lr)
-        optimizer = torch.optim.RMSprop(groups, lr=lr, weight_decay=hp["weight_decay"])  # §4
-        milestones, gamma, warmup = sorted(hp["milestones"] or []), hp["lr_gamma"], hp["warmup_epochs"]
-
-        def factor(epoch: int) -> float:
-            ramp = min(1.0, (epoch + 1) / warmup) if warmup > 0 else 1.0
-            return ramp * gamma ** sum(epoch >= m for m in milestones)
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return self.with_schedule(torch.optim.RMSprop(groups, lr=lr, weight_decay=self.settings.weight_decay))  # §4
 
     def _step(self, optimizer: Any, loss: Tensor) -> None:
         optimizer.zero_grad()
         self.manual_backward(loss)
-        clip = self.hparams["gradient_clip"]
-        if clip is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        if self.settings.gradient_clip is not None:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.settings.gradient_clip, gradient_clip_algorithm="norm"
+            )
         optimizer.step()
 
     def _finite(self, losses: dict[str, Tensor]) -> bool:
@@ -375,67 +312,70 @@ class RIM(CrossResMethod):
                 "synthetic gives exact ones) or set model.use_priors: false"
             )
         landmarks = batch["landmarks"].float()
-        if landmarks.shape[1] != self.hparams["num_landmarks"]:
+        if landmarks.shape[1] != self.settings.num_landmarks:
             raise ValueError(
                 f"batch['landmarks'] has {landmarks.shape[1]} points but model.num_landmarks is "
-                f"{self.hparams['num_landmarks']}"
+                f"{self.settings.num_landmarks}"
             )
-        # FHN predicts its priors at 1/PRIOR_STRIDE of the face size: a map pixel j covers face pixels s*j ... s*j+s-1,
-        # centred at s*j + (s-1)/2 (pixel centres at integer coordinates, as crossres.data.priors).
-        stride = PRIOR_STRIDE
-        size = (self.image_size[0] // stride, self.image_size[1] // stride)
-        centred = (landmarks - (stride - 1) / 2) / stride
-        heatmaps = landmarks_to_heatmaps(centred, size, sigma=self.hparams["heatmap_sigma"] / stride)
-        parsing = batch.get("parsing")
-        if parsing is None:  # real data without parsing labels: parsing estimated from the landmarks
-            parsing = landmarks_to_parsing(centred, size)
-        else:
-            parsing = parsing[..., ::stride, ::stride]
-        return heatmaps, parsing.long()
+        return prior_targets(landmarks, batch.get("parsing"), self.image_size, self.settings.heatmap_sigma)
 
+    # ------------------------------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        hp = self.hparams
         optimizers = self.optimizers()
         opts = dict(zip(self.player_names(), optimizers if isinstance(optimizers, list) else [optimizers], strict=True))
         hr, lr = batch["hr"], batch["lr"]
-        n = hr.shape[0]
-        after = hp["assistant_after_epoch"]
+        after = self.settings.assistant_after_epoch
         if after is not None and self.current_epoch >= after:
             self._assistant_phase_step(opts["assistant"], hr, lr)
             return
-        joint = self.fhn is not None and hp["lambda_recognition"] > 0
         with torch.no_grad():
             teacher_maps = self.teacher(hr)  # f_T^1 ... f_T^K on the HR face
-
-        out: FHNOutput | None = None
-        probe = lr
+        probe, fhn = lr, None
         if self.fhn is not None:
             # FHN forward and its losses; its step comes after HRN's, which hand back their gradients w.r.t. I_sr.
-            with self.toggled_optimizer(opts["fhn"]):
-                out = self.fhn(lr, hr)
-                assert out.maps_hr is not None
-                terms = {
-                    "mmd": self.mmd(self.fhn.domain(out.maps), self.fhn.domain(out.maps_hr)),  # Eqs. (7)-(9)
-                    "pixel": self.pixel_loss(out.sr, hr),  # Eq. (2)
-                }
-                if hp["use_priors"]:
-                    heatmaps, parsing = self._prior_targets(batch)
-                    terms["landmark"] = self.landmark_loss(out.heatmaps, heatmaps)  # Eq. (3)
-                    terms["parsing"] = self.parsing_loss(out.parsing_logits, parsing)  # Eq. (4)
-                # Eq. (1): L_G = L_domain + λ0 L_pixel + λ1 L_landmark + λ2 L_parsing
-                loss_fhn = hp["lambda_domain"] * terms["mmd"] + hp["lambda_pixel"] * terms["pixel"]
-                if hp["use_priors"]:
-                    loss_fhn = loss_fhn + hp["lambda_landmark"] * terms["landmark"]
-                    loss_fhn = loss_fhn + hp["lambda_parsing"] * terms["parsing"]
-                terms["fhn"] = loss_fhn
-                if not self._finite(terms):
-                    return
+            fhn = self.fhn_losses(opts["fhn"], batch)
+            if fhn is None:
+                return
             # HRN sees I_sr as an input leaf: its backward passes leave dL_S/dI_sr, dL_A/dI_sr in probe.grad.
-            probe = out.sr.detach().requires_grad_(joint)
+            probe = fhn[0].sr.detach().requires_grad_(self.settings.lambda_recognition > 0)
+        hrn = self.hrn_steps(opts, probe, teacher_maps)
+        if hrn is None or fhn is None:
+            return
+        self.fhn_step(opts["fhn"], hr, *fhn, *hrn)
+        self.discriminator_step(opts["domain"], fhn[0])
 
-        # Player N_S: min Eq. (11) on the SR face; its 1x1 adapters of blocks 1 .. K-1 (if any) are fitted to the
-        # teacher's maps on detached block outputs, so the network itself only sees Eq. (11).
-        with self.toggled_optimizer(opts["student"]):
+    def fhn_losses(self, optimizer: Any, batch: dict[str, Any]) -> tuple[FHNOutput, dict[str, Tensor]] | None:
+        """FHN's forward and Eq. (1)'s terms (``fhn``: their sum); ``None`` when one is not finite."""
+        assert self.fhn is not None
+        s, hr = self.settings, batch["hr"]
+        with self.toggled_optimizer(optimizer):
+            out = self.fhn(batch["lr"], hr)
+            assert out.maps_hr is not None
+            terms = {
+                "mmd": self.mmd(self.fhn.domain(out.maps), self.fhn.domain(out.maps_hr)),  # Eqs. (7)-(9)
+                "pixel": self.pixel_loss(out.sr, hr),  # Eq. (2)
+            }
+            if s.use_priors:
+                heatmaps, parsing = self._prior_targets(batch)
+                terms["landmark"] = self.landmark_loss(out.heatmaps, heatmaps)  # Eq. (3)
+                terms["parsing"] = self.parsing_loss(out.parsing_logits, parsing)  # Eq. (4)
+            # Eq. (1): L_G = L_domain + λ0 L_pixel + λ1 L_landmark + λ2 L_parsing
+            loss = s.lambda_domain * terms["mmd"] + s.lambda_pixel * terms["pixel"]
+            if s.use_priors:
+                loss = loss + s.lambda_landmark * terms["landmark"]
+                loss = loss + s.lambda_parsing * terms["parsing"]
+            terms["fhn"] = loss
+            if not self._finite(terms):
+                return None
+        return out, terms
+
+    def student_step(
+        self, optimizer: Any, probe: Tensor, teacher_maps: list[Tensor]
+    ) -> tuple[dict[str, Tensor], list[Tensor]] | None:
+        """Player N_S: min Eq. (11) on the probe; returns its losses and block maps (``None``: not finite)."""
+        # The 1x1 adapters of blocks 1 .. K-1 (if any) are fitted to the teacher's maps on detached block outputs,
+        # so the network itself only sees Eq. (11).
+        with self.toggled_optimizer(optimizer):
             student_maps = self.student(probe, detach_inner=True)
             losses = {"student": self.student_loss(teacher_maps[-1], student_maps[-1])}  # Eq. (11)
             inner = [k for k in self.student.adapted_blocks() if k < len(student_maps) - 1]
@@ -443,57 +383,89 @@ class RIM(CrossResMethod):
                 fits = [self.student_loss(teacher_maps[k], student_maps[k]) for k in inner]
                 losses["student_adapters"] = torch.stack(fits).sum()
             if not self._finite(losses):
-                return
-            self._step(opts["student"], torch.stack(list(losses.values())).sum())
-        # §3.3 coupling: each distillation error relative to the teacher's map energy (dimensionless, see Deviations).
+                return None
+            self._step(optimizer, torch.stack(list(losses.values())).sum())
+        return losses, student_maps
+
+    def assistant_step(
+        self, optimizer: Any, probe: Tensor, teacher_maps: list[Tensor], student_maps: list[Tensor]
+    ) -> Tensor | None:
+        """Player N_A: min Eq. (12), the residuals ``f_T^k - f_S^k`` at every block (``f_S^k`` constants)."""
+        assert self.assistant is not None
+        with self.toggled_optimizer(optimizer):
+            loss = self.assistant_loss(teacher_maps, student_maps, self.assistant(probe))
+            if not self._finite({"assistant": loss}):
+                return None
+            self._step(optimizer, loss)
+        return loss
+
+    def hrn_steps(
+        self, opts: dict[str, Any], probe: Tensor, teacher_maps: list[Tensor]
+    ) -> tuple[Tensor, Tensor | None] | None:
+        """Student and assistant steps; returns §3.3's relative distillation error and its gradient w.r.t. ``probe``."""
+        student = self.student_step(opts["student"], probe, teacher_maps)
+        if student is None:
+            return None
+        losses, student_maps = student
+        # §3.3 coupling: each distillation error relative to the teacher's map energy (dimensionless, see the docs).
         energy = [self.student_loss(f, torch.zeros_like(f)).clamp_min(1e-12) for f in teacher_maps]
         recognition = losses["student"].detach() / energy[-1]
         probe_grad = probe.grad / energy[-1] if probe.grad is not None else None
         probe.grad = None
-
-        # Player N_A: min Eq. (12), the residuals f_T^k - f_S^k at every block (f_S^k constants).
-        if self.assistant is not None and after is None:
-            with self.toggled_optimizer(opts["assistant"]):
-                losses["assistant"] = self.assistant_loss(teacher_maps, student_maps, self.assistant(probe))
-                if not self._finite({"assistant": losses["assistant"]}):
-                    return
-                self._step(opts["assistant"], losses["assistant"])
+        if self.assistant is not None and self.settings.assistant_after_epoch is None:
+            loss = self.assistant_step(opts["assistant"], probe, teacher_maps, student_maps)
+            if loss is None:
+                return None
+            losses["assistant"] = loss
             weights = self.assistant_loss.weights(len(energy))
             total_energy = sum(w * e for w, e in zip(weights, energy, strict=True))
-            recognition = recognition + losses["assistant"].detach() / total_energy
+            recognition = recognition + loss.detach() / total_energy
             if probe.grad is not None and probe_grad is not None:
                 probe_grad = probe_grad + probe.grad / total_energy
         for name, value in losses.items():
-            self.log(f"train_loss_{name}", value.detach(), batch_size=n, prog_bar=name != "student_adapters")
-        if out is None:
-            return
-        assert self.fhn is not None and out.maps_hr is not None
+            self.log(
+                f"train_loss_{name}", value.detach(), batch_size=probe.shape[0], prog_bar=name != "student_adapters"
+            )
+        return recognition, probe_grad
 
-        # Player FHN (θ_G, θ_i): min Eq. (1) (Eq. (5) for θ_i) + λ_rec L_rec through I_sr (§3.3, end to end).
-        with self.toggled_optimizer(opts["fhn"]):
-            objective = loss_fhn
-            if joint and probe_grad is not None:
+    def fhn_step(
+        self,
+        optimizer: Any,
+        hr: Tensor,
+        out: FHNOutput,
+        terms: dict[str, Tensor],
+        recognition: Tensor,
+        probe_grad: Tensor | None,
+    ) -> None:
+        """Player FHN (θ_G, θ_i): min Eq. (1) (Eq. (5) for θ_i) + λ_rec L_rec through ``I_sr`` (§3.3, end to end)."""
+        lambda_recognition = self.settings.lambda_recognition
+        with self.toggled_optimizer(optimizer):
+            objective = terms["fhn"]
+            if lambda_recognition > 0 and probe_grad is not None:
                 terms["recognition"] = recognition
-                objective = objective + hp["lambda_recognition"] * (out.sr * probe_grad).sum()
-            self._step(opts["fhn"], objective)
+                objective = objective + lambda_recognition * (out.sr * probe_grad).sum()
+            self._step(optimizer, objective)
+        n = out.sr.shape[0]
         for name, value in terms.items():
             key = "train_mmd" if name == "mmd" else f"train_loss_{name}"
             self.log(key, value.detach(), batch_size=n, prog_bar=name == "fhn")
         self.log("train_psnr_sr", psnr(out.sr.detach().clamp(0, 1), hr), batch_size=n)
 
-        # Player D_d (θ_d, β): max L_domain, i.e. min Eq. (6) L_Dd = -L_domain, on the detached maps.
-        with self.toggled_optimizer(opts["domain"]):
-            loss_domain = -self.mmd(self.fhn.domain(out.maps.detach()), self.fhn.domain(out.maps_hr.detach()))
-            if not self._finite({"domain": loss_domain}):
+    def discriminator_step(self, optimizer: Any, out: FHNOutput) -> None:
+        """Player D_d (θ_d, β): max L_domain, i.e. min Eq. (6) ``L_Dd = -L_domain``, on the detached maps."""
+        assert self.fhn is not None and out.maps_hr is not None
+        with self.toggled_optimizer(optimizer):
+            loss = -self.mmd(self.fhn.domain(out.maps.detach()), self.fhn.domain(out.maps_hr.detach()))
+            if not self._finite({"domain": loss}):
                 return
-            self._step(opts["domain"], loss_domain)
-        self.log("train_loss_domain", loss_domain.detach(), batch_size=n)
+            self._step(optimizer, loss)
+        n = out.sr.shape[0]
+        self.log("train_loss_domain", loss.detach(), batch_size=n)
         for u, beta in enumerate(self.mmd.kernel_weights.detach()):
             self.log(f"train_kernel_weight_{u}", beta, batch_size=n)
 
     def _assistant_phase_step(self, optimizer: Any, hr: Tensor, lr: Tensor) -> None:
         """Eq. (12) alone, on the residuals of the frozen FHN and student in inference mode (§3.2)."""
-        assert self.assistant is not None
         frozen = [m for m in (self.fhn, self.student) if m is not None]
         modes = [m.training for m in frozen]
         for module in frozen:
@@ -504,12 +476,9 @@ class RIM(CrossResMethod):
             student_maps = self.student(probe)
         for module, mode in zip(frozen, modes, strict=True):
             module.train(mode)
-        with self.toggled_optimizer(optimizer):
-            loss = self.assistant_loss(teacher_maps, student_maps, self.assistant(probe))
-            if not self._finite({"assistant": loss}):
-                return
-            self._step(optimizer, loss)
-        self.log("train_loss_assistant", loss.detach(), batch_size=hr.shape[0], prog_bar=True)
+        loss = self.assistant_step(optimizer, probe, teacher_maps, student_maps)
+        if loss is not None:
+            self.log("train_loss_assistant", loss.detach(), batch_size=hr.shape[0], prog_bar=True)
 
     def on_train_epoch_end(self) -> None:
         schedulers = self.lr_schedulers()
@@ -519,37 +488,21 @@ class RIM(CrossResMethod):
             scheduler.step()  # type: ignore[call-arg]
 
     # ----------------------------------------------------------------------------------------- evaluation
-    def _quality_metric(self, split: str, protocol: str, kind: str) -> Any:
-        key = f"{split}__{protocol}__{kind}"
-        if key not in self.quality_metrics:
-            metric = PeakSignalNoiseRatio() if kind.startswith("psnr") else StructuralSimilarityIndexMeasure()
-            self.quality_metrics[key] = metric.to(self.device)
-        return self.quality_metrics[key]
-
     def _quality_step(self, split: str, batch: dict[str, Any]) -> None:
         # Table 4: PSNR / SSIM of the SR face and of the bicubic probe against the HR face.
         if self.fhn is None:
             return
-        sizes = self.hparams["quality_lr_sizes"]
-        hr = batch["hr1"]
+        sizes = self.settings.quality_lr_sizes
         for protocol, lr in batch["lr1"].items():
-            if sizes is not None and protocol not in {f"{int(s)}px" for s in sizes}:
-                continue
-            sr = self.super_resolve(lr).sr.clamp(0, 1)
-            for kind, image in (("sr", sr), ("bicubic", lr.clamp(0, 1))):
-                self._quality_metric(split, protocol, f"psnr_{kind}").update(image, hr)
-                self._quality_metric(split, protocol, f"ssim_{kind}").update(image, hr)
+            if sizes is None or protocol in {f"{int(s)}px" for s in sizes}:
+                sr = self.super_resolve(lr).sr.clamp(0, 1)
+                self.quality.update(split, protocol, {"sr": sr, "bicubic": lr.clamp(0, 1)}, batch["hr1"])
 
     def _quality_epoch_end(self, split: str) -> None:
-        protocols: dict[str, dict[str, float]] = {}
-        for key, metric in self.quality_metrics.items():
-            own_split, protocol, kind = key.split("__")
-            if own_split != split or metric.update_count == 0:  # type: ignore[operator]
-                continue
-            value = float(metric.compute())  # type: ignore[operator]
-            metric.reset()  # type: ignore[operator]
-            protocols.setdefault(protocol, {})[kind] = value
-            self.log(f"{split}_{kind}_{protocol}", value, batch_size=1)
+        protocols = self.quality.compute(split)
+        for protocol, values in protocols.items():
+            for kind, value in values.items():
+                self.log(f"{split}_{kind}_{protocol}", value, batch_size=1)
         self.sr_quality[split] = [{"split": split, "protocol": p} | v for p, v in sorted(protocols.items())]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -9,9 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from crossres.losses.distance import CosineDistanceLoss
-from crossres.methods.base import CrossResMethod
-from crossres.nn.backbones import build_backbone
-from crossres.nn.heads import build_head
+from crossres.methods.parts import RecogniserMethod
 
 __all__ = ["SiameseCR"]
 
@@ -19,54 +17,23 @@ __all__ = ["SiameseCR"]
 _DEFAULT_DISTANCE_WEIGHT = {"st": 25.0, "st_m1": 25.0, "st_m2": 3.0}
 
 
-class SiameseCR(CrossResMethod):
+class SiameseCR(RecogniserMethod):
     """Weight-sharing branches, one per resolution, trained with cross-entropy per branch and a feature distance.
 
-    Paper:
-        Image resolution susceptibility of face recognition models (004). §5.2, ST: a siamese network whose
-        branches share their weights (one baseline network, ResNet-50 + ArcFace), the HR branch fed ``I_HR``, the
-        LR branch the same face degraded, ``I_LR``; the feature distance loss Eq. (6),
-        ``L_dist = 1 − cos(M(I_HR), M(I_LR))``, and Eq. (7): ``L = L_ce^HR + L_ce^LR + 25·L_dist``. §6.2, ST-M1:
-        the LR branch's size is drawn per face from ``{7, 14, 28, 56}``. ST-M2: five branches (112, 56, 28, 14,
-        7 px), a cross-entropy per branch, a distance loss "between the HR and the corresponding LR branch",
-        each weighted by 3.
-
-    Data: ST-r is ``data.lr_policy: fixed``, ``data.lr_sizes: [r]``; ST-M1 ``data.lr_policy: choice``,
-    ``data.lr_sizes: [7, 14, 28, 56]``; both with ``data.lr_prob: 1.0`` (every LR-branch face degraded). ST-M2
-    takes its LR branches from ``data.lr_views: [7, 14, 28, 56]`` (``batch["lr_views"]``), one branch per view.
-
-    Deviations:
-        * §6.2 speaks of "five feature distance losses" for five branches; the HR branch's distance to itself is
-          0, so ST-M2 has four distance terms (HR vs each LR branch), each weighted by ``distance_weight`` (3).
-        * Each branch is a separate forward pass of the one backbone, so BatchNorm normalises each resolution
-          with its own batch statistics, as separate siamese branches would; the running statistics are shared.
-        * The ArcFace layer is shared by the branches (the branches share all weights).
-        * Gradients of ``L_dist`` flow through both branches (the paper does not stop any gradient).
-        * At fit start the data module is checked: ``lr_prob < 1`` (some LR-branch faces left at HR) or a number
-          of LR sizes that contradicts ``mode`` warns; ST-M2 without ``data.lr_views`` is an error.
+    Paper: Image resolution susceptibility of face recognition models (004), §5.2 and §6.2.
+    The paper's notes, the equations-to-code map and the deviations: ``docs/methods/siamese_cr.md``.
 
     Args:
-        backbone: ``iresnet18`` … ``iresnet100`` (the paper's ResNet-50 is ``iresnet50``) or a timm model name.
-        backbone_kwargs: extra backbone arguments, e.g. ``{"width": 16}`` for a small iresnet.
-        embedding_size: feature dimension (the paper's 512).
-        head: classification head shared by the branches: ``arcface`` (the paper's), ``cosface`` or ``softmax``.
-        scale: margin heads' logit scale ``s``.
-        margin: margin ``m`` (``None``: the head's default, 0.5 for ArcFace).
         mode: ``st`` (HR + one LR size), ``st_m1`` (HR + a per-face LR size) or ``st_m2`` (HR + one branch per
             ``data.lr_views`` size).
         distance_weight: weight of each distance term; ``None``: 25 for ``st``/``st_m1`` (Eq. (7)), 3 for
             ``st_m2`` (§6.2).
-        **kwargs: optimisation and evaluation arguments of :class:`CrossResMethod`.
+        **kwargs: the recogniser's arguments (:class:`~crossres.methods.parts.RecogniserMethod`: backbone, head)
+            and the optimisation and evaluation arguments of :class:`CrossResMethod`.
     """
 
     def __init__(
         self,
-        backbone: str = "iresnet18",
-        backbone_kwargs: dict[str, Any] | None = None,
-        embedding_size: int = 512,
-        head: Literal["softmax", "cosface", "arcface"] = "arcface",
-        scale: float = 64.0,
-        margin: float | None = None,
         mode: Literal["st", "st_m1", "st_m2"] = "st",
         distance_weight: float | None = None,
         **kwargs: Any,
@@ -83,19 +50,8 @@ class SiameseCR(CrossResMethod):
         self.mode: str = hp["mode"]
         self.distance_weight = float(weight) if weight is not None else _DEFAULT_DISTANCE_WEIGHT[self.mode]
         # §5.2: "all branches share their weights": one backbone, one ArcFace layer.
-        self.backbone = build_backbone(
-            hp["backbone"],
-            embedding_size=hp["embedding_size"],
-            image_size=self.image_size,
-            **(hp["backbone_kwargs"] or {}),
-        )
-        self.head = build_head(
-            hp["head"], hp["embedding_size"], hp["num_classes"], scale=hp["scale"], margin=hp["margin"]
-        )
+        super().build()  # the recogniser: backbone + margin head
         self.distance = CosineDistanceLoss(reduction="mean")
-
-    def embed(self, images: Tensor) -> Tensor:
-        return self.backbone(images)
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import image as tm_image
 from torchmetrics.functional import image as tm_functional
 
-__all__ = ["psnr", "ssim", "PeakSignalNoiseRatio", "StructuralSimilarityIndexMeasure"]
+__all__ = ["psnr", "ssim", "PeakSignalNoiseRatio", "SRQuality", "StructuralSimilarityIndexMeasure"]
 
 _PER_IMAGE = (1, 2, 3)
 
@@ -68,3 +68,42 @@ class StructuralSimilarityIndexMeasure(tm_image.StructuralSimilarityIndexMeasure
 
     def __init__(self, data_range: float = 1.0, **kwargs: Any) -> None:
         super().__init__(data_range=data_range, **kwargs)
+
+
+class SRQuality(nn.Module):
+    """PSNR and SSIM of super-resolved faces (and of any other version of them) against the HR faces, per protocol.
+
+    One metric per split, protocol and measure, made on first use; :meth:`compute` reads and resets a split's.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics = nn.ModuleDict()
+
+    def update(self, split: str, protocol: str, images: dict[str, Tensor], hr: Tensor) -> None:
+        """Add a batch.
+
+        Args:
+            split: ``val`` or ``test``.
+            protocol: the evaluation protocol (e.g. ``14px``).
+            images: named versions of the faces (e.g. ``{"sr": ..., "bicubic": ...}``) in ``[0, 1]``.
+            hr: the HR faces.
+        """
+        for kind, image in images.items():
+            for measure in ("psnr", "ssim"):
+                key = f"{split}__{protocol}__{measure}_{kind}"
+                if key not in self.metrics:
+                    metric = PeakSignalNoiseRatio() if measure == "psnr" else StructuralSimilarityIndexMeasure()
+                    self.metrics[key] = metric.to(hr.device)
+                self.metrics[key].update(image, hr)  # type: ignore[operator]
+
+    def compute(self, split: str) -> dict[str, dict[str, float]]:
+        """``{protocol: {"psnr_sr": ..., "ssim_sr": ..., ...}}`` of ``split``'s updates since the last call."""
+        protocols: dict[str, dict[str, float]] = {}
+        for key, metric in self.metrics.items():
+            own_split, protocol, kind = key.split("__")
+            if own_split != split or metric.update_count == 0:  # type: ignore[operator]
+                continue
+            protocols.setdefault(protocol, {})[kind] = float(metric.compute())  # type: ignore[operator]
+            metric.reset()  # type: ignore[operator]
+        return protocols

@@ -23,7 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from crossres.data.priors import landmarks_to_heatmaps, landmarks_to_parsing
+
 __all__ = [
+    "prior_targets",
     "PRIOR_STRIDE",
     "CoarseSR",
     "DomainDiscriminator",
@@ -38,6 +41,30 @@ __all__ = [
 
 #: The tri-path maps (features, landmark heatmaps, parsing scores) have ``1 / PRIOR_STRIDE`` of the face's size.
 PRIOR_STRIDE = 2
+
+
+def prior_targets(
+    landmarks: Tensor, parsing: Tensor | None, image_size: tuple[int, int], sigma: float
+) -> tuple[Tensor, Tensor]:
+    """The targets of Eqs. (3)-(4) at FHN's prior size (``1/PRIOR_STRIDE`` of the face): heatmaps and parsing labels.
+
+    Args:
+        landmarks: ``(B, N, 2)`` ``(x, y)`` points in face pixels.
+        parsing: ``(B, H, W)`` parsing labels of the faces, or ``None`` to estimate them from the landmarks.
+        image_size: the face size ``(H, W)``.
+        sigma: standard deviation of the landmark Gaussians in face pixels.
+
+    Returns:
+        ``(B, N, H/s, W/s)`` heatmaps and ``(B, H/s, W/s)`` long parsing labels.
+    """
+    # A map pixel j covers face pixels s*j ... s*j+s-1, centred at s*j + (s-1)/2 (pixel centres at integer coordinates,
+    # as crossres.data.priors).
+    stride = PRIOR_STRIDE
+    size = (image_size[0] // stride, image_size[1] // stride)
+    centred = (landmarks - (stride - 1) / 2) / stride
+    heatmaps = landmarks_to_heatmaps(centred, size, sigma=sigma / stride)
+    labels = landmarks_to_parsing(centred, size) if parsing is None else parsing[..., ::stride, ::stride]
+    return heatmaps, labels.long()
 
 
 def _conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> nn.Conv2d:

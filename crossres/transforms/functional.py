@@ -273,7 +273,7 @@ def degrade(
                 by_size[start:stop].copy_(down_up(members, lr_size))
 
     # torch's uint8 kernel parallelises a group of small images poorly (few output rows per image); groups run
-    # in parallel do (256 faces, 4 LR sizes, 2 cores: 11 ms against 15 ms). The float kernels gain nothing.
+    # in parallel do (timings: benchmarks/README.md). The float kernels gain nothing.
     workers = min(torch.get_num_threads(), len(groups)) if quantised and images.device.type == "cpu" else 1
     if workers == 1:
         for group in groups:
@@ -308,7 +308,7 @@ def _thread_pool(workers: int) -> ThreadPoolExecutor:
     """A pool of ``workers`` threads kept for the life of the process; a forked process (a DataLoader worker) makes
     its own.
 
-    A fresh thread's first torch call pays for its OpenMP team: 2-3 ms per batch of 256 faces.
+    A fresh thread's first torch call pays for starting its OpenMP team, so the threads are kept.
     """
     global _POOL
     with _POOL_LOCK:
@@ -324,8 +324,8 @@ def _one_openmp_thread() -> None:
     """Pool-thread initializer: this thread's own torch calls run on it alone (the pool is the parallelism).
 
     ``torch.set_num_threads`` would change the whole process; OpenMP's ``omp_set_num_threads`` sets the calling
-    thread's team size only (OpenMP 4.5 §3.2.1). Nested teams cost a third of the time on 2 cores (13-16 ms against
-    18-19 ms per 256 faces). A no-op where torch's OpenMP runtime is not a loaded ``libgomp``.
+    thread's team size only (OpenMP 4.5 §3.2.1); nested teams would oversubscribe the cores. A no-op where torch's
+    OpenMP runtime is not a loaded ``libgomp``.
     """
     runtime = _libgomp()
     if runtime is not None:
