@@ -195,3 +195,14 @@ def test_weights_need_a_method_with_one_backbone(backbone_pth: Path) -> None:
 
     with pytest.raises(ValueError, match=r"Linear has no single recogniser .*\*_weights"):
         _load_weights(torch.nn.Linear(2, 2), str(backbone_pth))
+
+
+def test_pretrained_eval_config_describes_an_insightface_iresnet50(capsys: pytest.CaptureFixture[str]) -> None:
+    configs = ["baseline.yaml", "eval/pretrained_iresnet50.yaml", "eval/knoche.yaml"]
+    args = [arg for c in configs for arg in ("-c", str(REPO / "experiments" / c))]
+    with pytest.raises(SystemExit):
+        main(["test", *args, "--weights=backbone.pth", "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    model = printed["model"]["init_args"]
+    assert (model["backbone"], model["backbone_kwargs"], model["embedding_size"]) == ("iresnet50", None, 512)
+    assert printed["weights"] == "backbone.pth" and "low_res_focus" in printed["data"]["protocols"]
