@@ -118,10 +118,11 @@ class CrossResCLI(LightningCLI):
     ``--runs_dir`` and ``--name``, whatever a composed (saved) config says about the logger's folders,
     ``trainer.default_root_dir`` or ``checkpoint.dirpath``. ``fit`` refuses to start in a run directory that already
     holds a run, unless ``--overwrite`` (deletes it) or ``--ckpt_path`` (resumes it: ``last`` is
-    ``checkpoints/last.ckpt``, which must exist; its ``metrics.csv`` history is kept). ``validate``/``test``/``predict``
-    log into ``<name>/<subcommand>-<timestamp>``, never over ``fit``'s files. ``--ckpt_path`` must be a Lightning
-    checkpoint of the configured method; ``--weights`` loads a recogniser's weights (an insightface
-    ``backbone.pth`` or a crossres checkpoint) into the model's backbone in every subcommand.
+    ``checkpoints/last.ckpt``, which must exist; its ``metrics.csv`` history is kept); ``--ckpt_path auto`` resumes
+    the run when it has a ``last.ckpt`` (or a SLURM ``hpc_ckpt``) and starts it otherwise.
+    ``validate``/``test``/``predict`` log into ``<name>/<subcommand>-<timestamp>``, never over ``fit``'s files.
+    ``--ckpt_path`` must be a Lightning checkpoint of the configured method; ``--weights`` loads a recogniser's
+    weights (an insightface ``backbone.pth`` or a crossres checkpoint) into the model's backbone in every subcommand.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -163,9 +164,16 @@ class CrossResCLI(LightningCLI):
 
     def _check_ckpt_path(self, cfg: Namespace, fitting: bool) -> None:
         ckpt_path = cfg.get("ckpt_path")
+        run_dir = Path(cfg.runs_dir) / (cfg.get("name") or _snake(cfg.model.class_path.rsplit(".", 1)[-1]))
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if ckpt_path == "auto":  # resume this run if it has a checkpoint, else start it (never over another run)
+            if fitting and any(run_dir.glob("hpc_ckpt_*.ckpt")):
+                ckpt_path = cfg.ckpt_path = "hpc"  # a requeued SLURM job: Lightning's own checkpoint of it
+            elif last.is_file():
+                ckpt_path = "last"
+            else:
+                ckpt_path = cfg.ckpt_path = None
         if ckpt_path == "last":  # the run's own last.ckpt, or an error: never a silent fresh start
-            run_dir = Path(cfg.runs_dir) / (cfg.get("name") or _snake(cfg.model.class_path.rsplit(".", 1)[-1]))
-            last = run_dir / "checkpoints" / "last.ckpt"
             if not last.is_file():
                 raise FileNotFoundError(
                     f"--ckpt_path last: {last} does not exist, so there is nothing to resume in {run_dir} (nothing "

@@ -206,3 +206,15 @@ def test_pretrained_eval_config_describes_an_insightface_iresnet50(capsys: pytes
     model = printed["model"]["init_args"]
     assert (model["backbone"], model["backbone_kwargs"], model["embedding_size"]) == ("iresnet50", None, 512)
     assert printed["weights"] == "backbone.pth" and "low_res_focus" in printed["data"]["protocols"]
+
+
+def test_ckpt_path_auto_resumes_or_starts(fitted: Path, tmp_path: Path) -> None:
+    run = _copy(fitted, tmp_path)
+    args = [f"--runs_dir={run.parent}", *TINY_TRAINER, *TINY_DATA, *TINY_MODEL, "--ckpt_path=auto"]
+    cli = main(["fit", *args, "--name=new"])  # nothing to resume: a new run
+    assert cli.trainer.ckpt_path is None and (run.parent / "new" / "checkpoints" / "last.ckpt").is_file()
+    cli = main(["fit", *args, "--name=tiny", "--trainer.max_epochs=2"])  # resumes tiny's last.ckpt
+    assert cli.trainer.ckpt_path == str(run / "checkpoints" / "last.ckpt")
+    (run / "checkpoints" / "last.ckpt").unlink()
+    with pytest.raises(FileExistsError, match="already holds a run"):  # no checkpoint, but a run: never over it
+        main(["fit", *args, "--name=tiny"])
