@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## Create .venv and install crossres with its dependencies.
 
 run: $(STAMP)  ## The main job on synthetic faces: HR teacher (reused when finished), a short RIM run, its report.
-	$(BIN)/crossres fit -c experiments/baseline.yaml --name hr_teacher --ckpt_path last $(TEACHER_ARGS)
+	$(BIN)/crossres fit -c experiments/baseline.yaml --name hr_teacher --ckpt_path auto $(TEACHER_ARGS)
 	name=rim-$$(date +%Y%m%d-%H%M%S) && \
 	$(BIN)/crossres fit -c experiments/rim.yaml --name $$name $(RIM_ARGS) && \
 	$(BIN)/crossres report runs/$$name --split val

@@ -532,3 +532,8 @@ def test_load_refuses_arbitrary_pickles(tmp_path: Path) -> None:
     torch.save({"conv1.weight": _Payload()}, tmp_path / "evil.pth")
     with pytest.raises(ValueError, match="weights_only=True"):
         load_backbone_weights(build_backbone("iresnet18", width=8), tmp_path / "evil.pth")
+
+
+def test_timm_pretrained_is_refused_pointing_at_local_weights() -> None:
+    with pytest.raises(ValueError, match=r"pretrained=True is not supported.*--weights"):
+        build_backbone("resnet18", pretrained=True)

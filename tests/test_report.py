@@ -233,3 +233,49 @@ def test_eval_configs_compose_with_a_method(capsys: pytest.CaptureFixture[str]) 
         assert exit_.value.code in (0, None)
         protocols = yaml.safe_load(capsys.readouterr().out)["data"]["protocols"]
         assert protocols[: len(expected)] == expected
+
+
+def _rows() -> list[dict]:
+    rows = [{"pair_set": "lfw", "comparison": "HR-HR", "protocol": "", "acc": 0.9, "acc_std": 0.02}]
+    for size in (8, 16):
+        for comparison in ("HR-LR", "LR-LR"):
+            rows.append(
+                {"pair_set": "lfw", "comparison": comparison, "protocol": f"{size}px", "acc": 0.6 + size / 100,
+                 "acc_std": 0.05, "tar_at_far": 0.3, "eer": 0.3}
+            )  # fmt: skip
+    return rows
+
+
+def test_tar_column_names_its_far() -> None:
+    from crossres.report.tables import results_table
+
+    assert "TAR@FAR=0.001 %" in results_table(_rows())
+    assert "TAR@FAR=0.01 %" in results_table(_rows(), far=1e-2)
+
+
+def test_accuracy_plot_has_fold_error_bars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.axes import Axes
+
+    drawn: list[list[float]] = []
+    original = Axes.errorbar
+
+    def record(self: Axes, x: list[float], y: list[float], yerr: list[float], **kwargs: object) -> object:
+        drawn.append(list(yerr))
+        return original(self, x, y, yerr=yerr, **kwargs)
+
+    monkeypatch.setattr(Axes, "errorbar", record)
+    accuracy_vs_resolution(_rows(), tmp_path / "acc.png")
+    assert drawn == [[5.0, 5.0], [5.0, 5.0]]  # HR-LR and LR-LR, std in %
+
+
+def test_report_captions_name_papers_and_far(tmp_path: Path) -> None:
+    results = tmp_path / "runs" / "run" / "test-1"
+    results.mkdir(parents=True)
+    (results / "results_test.json").write_text(json.dumps(_rows()))
+    (results / "config.yaml").write_text(
+        yaml.safe_dump({"model": {"class_path": "x.Baseline", "init_args": {"far": 1e-4}}})
+    )
+    build_report(results.parent, examples=False)
+    text = (results / "report" / "report.md").read_text()
+    assert "Knoche et al. 2021, Fig. 5" in text and "004 Fig" not in text
+    assert "TAR@FAR=0.0001 %" in text and "FAR = 0.0001" in text

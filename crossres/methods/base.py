@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import random
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
@@ -11,6 +12,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 from torch import Tensor, nn
 from torchmetrics import Metric
 from typing_extensions import Self
@@ -98,7 +100,7 @@ _COMPARISONS = {"hr_hr": "HR-HR", "lr_lr": "LR-LR", "hr_lr": "HR-LR"}
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or infinite; raised before any weight is updated with it."""
+    """A loss, weight or buffer became NaN or infinite; raised before a weight update or a checkpoint takes it."""
 
 
 class CrossResMethod(pl.LightningModule):
@@ -170,6 +172,9 @@ class CrossResMethod(pl.LightningModule):
             for module in self.compile_targets():
                 module.compile(backend=compile_backend)  # in place: the state-dict keys keep their names
 
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [_ExpectedEvalModeFilter()]
+
     def compile_targets(self) -> list[nn.Module]:
         """The networks ``compile: true`` compiles: the outermost backbones (``crossres.nn.backbones``, the block-wise
         wrappers of ``crossres.nn.distillation``, timm models). Override to choose others.
@@ -212,6 +217,13 @@ class CrossResMethod(pl.LightningModule):
 
     # ---------------------------------------------------------------------------------------- resuming
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        bad = self.nonfinite_tensors()
+        if bad:  # a diverged model must never become last.ckpt (what --ckpt_path last would resume)
+            raise NonFiniteLossError(
+                f"{type(self).__name__}: {_listing(bad)} not finite at global step {self.global_step} (epoch "
+                f"{self.current_epoch}); the run diverged and no checkpoint was written. Lower model.lr or check "
+                "the data, then resume from an earlier checkpoint."
+            )
         # Lightning does not save the global RNGs; methods that draw from them in training_step (dropout, random
         # occlusions) need them to continue a killed run exactly as an uninterrupted one.
         checkpoint["crossres_rng"] = _rng_state()
@@ -233,17 +245,37 @@ class CrossResMethod(pl.LightningModule):
             self.log("train_corrupt_skipped", skipped, on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True)
 
     # ---------------------------------------------------------------------------------------- training
+    def nonfinite_tensors(self) -> list[str]:
+        """Names of the parameters and buffers (BatchNorm statistics, ...) that hold a NaN or an infinity."""
+        named = [*self.named_parameters(), *self.named_buffers()]
+        named = [(n, t) for n, t in named if not n.startswith("eval_metrics.") and t.is_floating_point()]
+        if not named or bool(torch.stack([torch.isfinite(t).all() for _, t in named]).all()):
+            return []
+        return [n for n, t in named if not torch.isfinite(t).all()]
+
     def check_finite(self, name: str, loss: Tensor) -> bool:
-        """Return ``True`` if ``loss`` is finite; otherwise stop or skip as ``nonfinite`` says."""
+        """Return ``True`` if ``loss`` is finite; otherwise stop or skip as ``nonfinite`` says.
+
+        A non-finite loss of a model whose weights or buffers have already diverged always stops: skipping the
+        step cannot repair them (the forward pass has already updated the BatchNorm statistics).
+        """
         if torch.isfinite(loss).all():
             return True
+        value = loss.detach().float().cpu().tolist()
+        bad = self.nonfinite_tensors()
+        if bad:
+            raise NonFiniteLossError(
+                f"{type(self).__name__}: loss {name!r} is {value} at global step {self.global_step} (epoch "
+                f"{self.current_epoch}) because the model has diverged: {_listing(bad)} not finite. Lower model.lr "
+                "or check the data, then resume from a checkpoint written before the divergence."
+            )
         if self.hparams["nonfinite"] == "skip":
             self.skipped_steps += 1
             self.log("train_skipped_steps", float(self.skipped_steps), batch_size=1)
             return False
         raise NonFiniteLossError(
-            f"{type(self).__name__}: loss {name!r} is {loss.detach().float().cpu().tolist()} at global step "
-            f"{self.global_step} (epoch {self.current_epoch}); no weights were updated with it. Lower model.lr, "
+            f"{type(self).__name__}: loss {name!r} is {value} at global step {self.global_step} (epoch "
+            f"{self.current_epoch}); no weights were updated with it. Lower model.lr, "
             "check the data, or set model.nonfinite: skip to skip such steps."
         )
 
@@ -414,6 +446,44 @@ class CrossResMethod(pl.LightningModule):
 
 
 _BACKBONE_MODULES = ("crossres.nn.backbones", "crossres.nn.dlib_resnet", "crossres.nn.distillation")
+
+
+class _ExpectedEvalModeFilter(pl.Callback):
+    """Silences Lightning's "module(s) in eval mode at the start of training" warning when it only counts frozen
+    networks (a guide, a teacher, a trunk: eval mode, no trainable parameter), which are in eval mode on purpose.
+    """
+
+    def __init__(self) -> None:
+        self._silenced: warnings.catch_warnings | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        in_eval = [module for module in pl_module.modules() if not module.training]
+        frozen = [
+            module
+            for module in in_eval
+            if any(True for _ in module.parameters()) and not any(p.requires_grad for p in module.parameters())
+        ]
+        if not in_eval or not all(any(_is_inside(module, root) for root in frozen) for module in in_eval):
+            return  # nothing in eval mode, or something in eval mode that trains: Lightning's warning stands
+        self._silenced = warnings.catch_warnings()
+        self._silenced.__enter__()
+        message = rf"Found {len(in_eval)} module\(s\) in eval mode at the start of training"
+        warnings.filterwarnings("ignore", message=message, category=PossibleUserWarning)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._remove()  # the warning has been given (or not) by now
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._remove()
+
+    def _remove(self) -> None:
+        if self._silenced is not None:
+            self._silenced.__exit__(None, None, None)
+        self._silenced = None
+
+
+def _listing(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _model_buffers(module: nn.Module) -> list[Tensor]:

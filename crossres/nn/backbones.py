@@ -189,6 +189,13 @@ def _build_timm(name: str, embedding_size: int, image_size: tuple[int, int], **k
             f"unknown backbone {name!r}: expected one of the built-in {', '.join((*BACKBONES, DLIB_RESNET))} or a "
             "timm model name (see timm.list_models())"
         )
+    if kwargs.pop("pretrained", False):  # timm's pretrained weights are ImageNet classifiers, downloaded from the hub
+        raise ValueError(
+            f"backbone {name!r}: pretrained=True is not supported for timm models (timm would download ImageNet "
+            "weights, not a face recogniser). Build it with pretrained=False and load face-recognition weights "
+            "from a local file: `crossres test/fit ... --weights <file>`, the method's *_weights options, or "
+            "crossres.nn.weights.load_backbone_weights(backbone, path)"
+        )
     model = timm.create_model(name, pretrained=False, num_classes=embedding_size, **kwargs)
     model.register_forward_pre_hook(_normalise_input_hook)
     was_training = model.training

@@ -176,7 +176,8 @@ def accuracy_vs_resolution(
     """Verification accuracy (%) against the LR size, 004 Fig. 5 (per data set) and Fig. 9.
 
     Every pair set gets one colour: CR = HR-LR accuracy (solid), ER = LR-LR (dotted), and its HR-HR accuracy as a
-    dashed horizontal line. Only fixed-size protocols (``"14px"``, ``"16x12px"`` by height) are on the x axis.
+    dashed horizontal line. Error bars (a band for more than 24 sizes) are the standard deviation over the folds.
+    Only fixed-size protocols (``"14px"``, ``"16x12px"`` by height) are on the x axis.
 
     Args:
         rows: evaluation rows (``CrossResMethod.eval_results[split]``) or a ``results_<split>.json``.
@@ -208,16 +209,22 @@ def accuracy_vs_resolution(
     for colour, pair_set in zip(colours, pair_sets, strict=True):
         for comparison, style, marker in (("HR-LR", "-", "o"), ("LR-LR", ":", "s")):
             points = sorted(
-                (protocol_height(str(r["protocol"])) or 0, 100 * float(r["acc"]))
+                (protocol_height(str(r["protocol"])) or 0, 100 * float(r["acc"]), 100 * float(r.get("acc_std") or 0))
                 for r in fixed
                 if r["pair_set"] == pair_set and r["comparison"] == comparison
             )
             if points:
-                x, y = zip(*points, strict=True)
+                x, y, std = (list(v) for v in zip(*points, strict=True))
                 ax.plot(
                     x, y, linestyle=style, marker=None if many else marker, markersize=4, color=colour, linewidth=1.6
                 )
-                values += y
+                lower = [a - s for a, s in zip(y, std, strict=True)]
+                upper = [a + s for a, s in zip(y, std, strict=True)]
+                if many:  # a band: error bars at every pixel would hide the curves
+                    ax.fill_between(x, lower, upper, color=colour, alpha=0.12, linewidth=0)
+                else:
+                    ax.errorbar(x, y, yerr=std, fmt="none", ecolor=colour, elinewidth=0.9, capsize=2.5, alpha=0.8)
+                values += lower + upper
         hr = [100 * float(r["acc"]) for r in records if r["pair_set"] == pair_set and r["comparison"] == "HR-HR"]
         if hr:
             ax.axhline(hr[0], linestyle="--", color=colour, linewidth=1.1, alpha=0.8)

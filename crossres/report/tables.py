@@ -19,7 +19,7 @@ def _cell(row: dict[str, Any] | None) -> str:
     return f"{100 * row['acc']:.2f} ± {100 * row['acc_std']:.2f}"
 
 
-def results_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> str:
+def results_table(rows: Sequence[dict[str, Any]], title: str | None = None, far: float = 1e-3) -> str:
     """Format evaluation rows (from ``CrossResMethod.eval_results``) as a Markdown table.
 
     One line per pair set and protocol; columns are 10-fold accuracy (mean ± std, %) for HR-HR, LR-LR and
@@ -29,6 +29,7 @@ def results_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> s
         rows: dicts with ``pair_set``, ``comparison``, ``protocol``, ``acc``, ``acc_std``, ``tar_at_far``,
             ``eer``.
         title: optional heading line.
+        far: the false accept rate of ``tar_at_far`` (the method's ``far``), named in the TAR column.
 
     Returns:
         The Markdown table.
@@ -36,7 +37,7 @@ def results_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> s
     by_key = {(r["pair_set"], r["comparison"], r["protocol"]): r for r in rows}
     lines = [f"### {title}", ""] if title else []
     lines += [
-        "| pair set | LR size | HR-HR acc % | LR-LR acc % | HR-LR acc % | HR-LR TAR@FAR % | HR-LR EER % |",
+        f"| pair set | LR size | HR-HR acc % | LR-LR acc % | HR-LR acc % | HR-LR TAR@FAR={far:g} % | HR-LR EER % |",
         "|---|---|---|---|---|---|---|",
     ]
     pair_sets = sorted({r["pair_set"] for r in rows})
@@ -62,8 +63,8 @@ def _sorted_protocols(protocols: list[str]) -> list[str]:
     return sorted(protocols, key=key)
 
 
-def write_results(rows: Sequence[dict[str, Any]], directory: str | Path, split: str) -> list[Path]:
-    """Write ``results_<split>.csv``, ``.json`` and ``.md`` into ``directory``; returns the paths."""
+def write_results(rows: Sequence[dict[str, Any]], directory: str | Path, split: str, far: float = 1e-3) -> list[Path]:
+    """Write ``results_<split>.csv``, ``.json`` and ``.md`` into ``directory`` (``far``: see :func:`results_table`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / f"results_{split}.{ext}" for ext in ("csv", "json", "md")]
@@ -73,7 +74,7 @@ def write_results(rows: Sequence[dict[str, Any]], directory: str | Path, split: 
         writer.writeheader()
         writer.writerows(rows)
     paths[1].write_text(json.dumps(list(rows), indent=2))
-    paths[2].write_text(results_table(rows) + "\n")
+    paths[2].write_text(results_table(rows, far=far) + "\n")
     return paths
 
 
