@@ -12,7 +12,8 @@ and the octuplet loss sums the four combinations and averages over the anchors:
 
     L_oct = 1/N Σ_i [T_HR,HR(i) + T_HR,LR(i) + T_LR,HR(i) + T_LR,LR(i)],
 
-``d`` being the Euclidean distance and ``m`` the margin. Positives are other images of the anchor's identity in
+``d`` being the Euclidean distance and ``m`` the margin (the authors' code's defaults: plain Euclidean,
+``m = 0.5``). Positives are other images of the anchor's identity in
 every term: the anchor's own copy at the other resolution is not one (the authors' code excludes ``j = i`` in all
 four blocks), so a batch needs several images per identity (identity-balanced batches).
 
@@ -43,7 +44,7 @@ Distance = Literal["euclidean", "euclidean_squared", "cosine"]
 Reduction = Literal["mean", "sum", "none"]
 Term = Literal["hr_hr", "hr_lr", "lr_hr", "lr_lr"]
 
-#: The four triplet terms, ``<anchor>_<positive and negative>``: the paper's T_hhh, T_hll, T_lhh, T_lll.
+#: The four triplet terms, ``<anchor>_<positive and negative>``: the authors' T_hhh, T_hll, T_lhh, T_lll.
 OCTUPLET_TERMS: tuple[Term, ...] = ("hr_hr", "hr_lr", "lr_hr", "lr_lr")
 
 
@@ -114,7 +115,7 @@ def octuplet_loss(
         lr: ``(N, D)`` embeddings of the same faces, degraded (row ``i`` is the copy of ``hr[i]``).
         labels: ``(N,)`` identity labels.
         margin: the margin ``m`` of every triplet term.
-        distance: ``d``: ``euclidean`` (the paper's), ``euclidean_squared`` or ``cosine``.
+        distance: ``d``: ``euclidean`` (the authors' code's default), ``euclidean_squared`` or ``cosine``.
         normalize: l2-normalise the embeddings before ``d`` (the authors' code takes them as they are).
         terms: the triplet terms to sum, ``<anchor>_<candidates>`` from :data:`OCTUPLET_TERMS` (all four: ``L_oct``).
         reduction: ``mean`` over the anchors that have a positive and a negative, ``sum`` over them, or ``none``
@@ -180,7 +181,7 @@ class OctupletLoss(nn.Module):
 
     Args:
         margin: the margin ``m`` of every triplet term.
-        distance: ``euclidean`` (the paper's), ``euclidean_squared`` or ``cosine``.
+        distance: ``euclidean`` (the authors' code's default), ``euclidean_squared`` or ``cosine``.
         normalize: l2-normalise the embeddings before the distance (the authors' code does not).
         terms: the triplet terms to sum (``None``: all four, ``hr_hr``, ``hr_lr``, ``lr_hr``, ``lr_lr``).
         reduction: ``mean`` over the anchors with a triplet, ``sum``, or ``none`` (per anchor).

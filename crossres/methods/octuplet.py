@@ -34,11 +34,11 @@ class Octuplet(CrossResMethod):
         recognizer_weights: the pretrained recogniser to fine-tune (crossres ``.ckpt`` or insightface
             ``backbone.pth``); ``None`` trains from scratch (not the paper's set-up; a warning says so).
         margin: the triplet margin ``m`` (the authors' code's default, 0.5).
-        distance: ``euclidean`` (the paper's), ``euclidean_squared`` or ``cosine``.
+        distance: ``euclidean`` (the authors' code's default), ``euclidean_squared`` or ``cosine``.
         normalize: l2-normalise the embeddings before the distance (crossres scores cosines; the authors' code
             does not normalise).
         terms: the triplet terms to sum, from ``hr_hr``, ``hr_lr``, ``lr_hr``, ``lr_lr`` (``None``: all four, the
-            octuplet loss; the paper's ablation switches them off one by one).
+            octuplet loss; the authors' code has the same switches).
         **kwargs: optimisation and evaluation arguments of :class:`CrossResMethod`.
     """
 
