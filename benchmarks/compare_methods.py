@@ -23,6 +23,7 @@ replaced by the comparison's; learning-rate milestones scaled to the budget):
     dcr             DCRTwoStage, step 1 then step 2 (003)        experiments/dcr_stage1.yaml, dcr_stage2.yaml
     ipunet          IPUNet (002)                                 experiments/ipunet.yaml
     rim             RIM (001)                                    experiments/rim.yaml
+    octuplet        Octuplet (Knoche et al. 2023)                experiments/octuplet.yaml
 
 Methods built on a pretrained HR recogniser (GuidedCNN's guide, IPUNet's recogniser, RIM's teacher) use the
 ``baseline`` run of this comparison (``--teacher`` names another checkpoint), and DCR's step 2 the step-1 run;
@@ -90,6 +91,7 @@ METHODS: dict[str, Method] = {
         ),
         Method("ipunet", "IPUNet", "IPUNet", ("ipunet.yaml",), teacher_arg="--model.recognizer_weights"),
         Method("rim", "RIM", "RIM", ("rim.yaml",), teacher_arg="--model.teacher_weights"),
+        Method("octuplet", "Octuplet", "Octuplet", ("octuplet.yaml",), teacher_arg="--model.recognizer_weights"),
     )
 }
 ALIASES = {"batch_cr": "batch_cr_m", "siamese_cr": "siamese_cr_m1", "dcrtwostage": "dcr"}
@@ -311,7 +313,7 @@ def write_report(
         "",
         f"- data: `SyntheticFaces`, {args.identities} identities x {args.images_per_identity} images at 112 px, "
         f"seed {args.seed}; evaluation: {args.pairs} synthetic pairs of other identities (10 folds)",
-        f"- budget: {args.budget} epoch(s) per training; GuidedCNN, IPUNet and RIM start from the Baseline run, "
+        f"- budget: {args.budget} epoch(s) per training; GuidedCNN, IPUNet, RIM and Octuplet start from Baseline, "
         "DCR's step 2 from its step 1 (each with the same budget); milestones scaled from each config",
         "- protocols: fixed 7/14/28/56/112 px and Knoche et al.'s four (per-pair sizes drawn with the seed); "
         "HR-LR averages both pair orders; accuracy is LFW-style 10-fold (%), best per column in bold",

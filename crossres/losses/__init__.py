@@ -8,6 +8,7 @@ from crossres.losses.guidance import FeatureGuidanceLoss
 from crossres.losses.hallucination import LandmarkHeatmapLoss, ParsingLoss, PixelLoss
 from crossres.losses.identity import IdentityPreservingLoss
 from crossres.losses.mmd import MKMMD
+from crossres.losses.octuplet import OctupletLoss
 
 __all__ = [
     "MKMMD",
@@ -17,6 +18,7 @@ __all__ = [
     "FeatureGuidanceLoss",
     "IdentityPreservingLoss",
     "LandmarkHeatmapLoss",
+    "OctupletLoss",
     "ParsingLoss",
     "PixelLoss",
     "ResidualDistillationLoss",

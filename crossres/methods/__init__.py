@@ -6,6 +6,7 @@ from crossres.methods.batch_cr import BatchCR
 from crossres.methods.dcr import DCRTwoStage
 from crossres.methods.guided_cnn import GuidedCNN
 from crossres.methods.ipunet import IPUNet
+from crossres.methods.octuplet import Octuplet
 from crossres.methods.rim import RIM
 from crossres.methods.siamese_cr import SiameseCR
 
@@ -18,6 +19,7 @@ __all__ = [
     "GuidedCNN",
     "IPUNet",
     "NonFiniteLossError",
+    "Octuplet",
     "SiameseCR",
     "load_method",
 ]
