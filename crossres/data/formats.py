@@ -20,12 +20,13 @@ RecordIO layout (dmlc-core ``recordio.h``/``recordio.cc``, mxnet ``recordio.py``
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import pickle
 import re
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -678,6 +679,24 @@ def _scan_identity_folder(root: Path, extensions: Sequence[str]) -> tuple[list[s
     return classes, samples
 
 
+def _keep_identities(
+    root: Path, classes: list[str], samples: list[tuple[Path, int]], identities: Collection[str]
+) -> tuple[list[str], list[tuple[Path, int]], list[str]]:
+    """Restrict a scanned identity folder to ``identities``: ``(classes, relabelled samples, listed but absent)``."""
+    wanted = set(identities)
+    old_labels = [label for label, name in enumerate(classes) if name in wanted]
+    kept = [classes[label] for label in old_labels]
+    if not kept:
+        examples = ", ".join(sorted(wanted)[:3]) or "none"
+        raise ValueError(
+            f"none of the {len(wanted)} identities asked for ({examples}, ...) has images under {root}; the names "
+            f"must be folder names of {root}/<identity>/ (e.g. {classes[0]!r})"
+        )
+    new_label = {old: new for new, old in enumerate(old_labels)}
+    kept_samples = [(path, new_label[old]) for path, old in samples if old in new_label]
+    return kept, kept_samples, sorted(wanted - set(kept))
+
+
 class ImageFolderFaces(Dataset):
     """Identity folders ``root/<identity>/*.jpg|png``: items ``{"image": uint8 (3, H, W), "label": int}``.
 
@@ -693,6 +712,8 @@ class ImageFolderFaces(Dataset):
         root: the dataset directory.
         transform: optional callable applied to the ``uint8`` image tensor (not to the landmarks).
         extensions: accepted file suffixes (case-insensitive).
+        identities: only these identity folders (e.g. the training people of LFW's ``peopleDevTrain.txt``); listed
+            names without images under ``root`` are kept in ``missing_identities``. ``None``: every folder.
         landmarks: 68 landmarks per image, paths relative to ``root``: the ``landmarks.json`` that
             ``crossres align`` writes beside its output, or any JSON/CSV in iBUG order
             (:func:`crossres.data.detect.load_landmarks68`).
@@ -709,6 +730,7 @@ class ImageFolderFaces(Dataset):
         root: str | Path,
         transform: Callable | None = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        identities: Collection[str] | None = None,
         landmarks: str | Path | None = None,
         image_size: tuple[int, int] | None = None,
         skip_corrupt: bool = False,
@@ -720,6 +742,11 @@ class ImageFolderFaces(Dataset):
         self.num_corrupt = 0
         self._reported: set[int] = set()
         self.classes, self.samples = _scan_identity_folder(self.root, extensions)
+        self.missing_identities: list[str] = []
+        if identities is not None:
+            self.classes, self.samples, self.missing_identities = _keep_identities(
+                self.root, self.classes, self.samples, identities
+            )
         self.num_classes = len(self.classes)
         self.landmarks: list[Tensor] | None = None
         if landmarks is not None:
@@ -925,6 +952,11 @@ def load_lfw_pairs(
     lines. Image ``n`` of ``name`` is ``image_root/name/name_<n:04d>.jpg`` (or ``.png``/``.jpeg`` when that is the
     file there, as in a ``crossres align --ext png`` tree). Images are decoded on access.
 
+    With a single-count header (View 1's ``pairsDevTrain.txt``/``pairsDevTest.txt``: ``n`` same-person lines, then
+    ``n`` different-person lines) the pairs are returned alternating, same-person first, so that every contiguous
+    fold of the 10-fold protocol holds both kinds; ``"<folds>\t<n>"`` files keep their order (their folds are
+    balanced already, and per-pair protocol files follow it).
+
     Args:
         pairs_file: the pairs file.
         image_root: the LFW image directory (``lfw/`` or ``lfw-deepfunneled/`` of an aligned copy).
@@ -979,6 +1011,11 @@ def load_lfw_pairs(
             )
     if len(pairs) != expected:
         raise ValueError(f"{pairs_file}: header {lines[0]!r} announces {expected} pairs, found {len(pairs)}")
+    if len(header) == 1:  # View 1 lists all same-person pairs first: alternate them so that every fold is balanced
+        same = [k for k, flag in enumerate(issame) if flag]
+        different = [k for k, flag in enumerate(issame) if not flag]
+        order = [k for both in itertools.zip_longest(same, different) for k in both if k is not None]
+        pairs, issame = [pairs[k] for k in order], [issame[k] for k in order]
     return PairSet(
         name=name,
         images=ImageFiles(list(index)),
