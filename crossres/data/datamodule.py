@@ -123,6 +123,10 @@ class FaceDataModule(pl.LightningDataModule):
             ``"recordio"`` (insightface ``train.rec``/``train.idx``/``property`` under ``train_root``) or
             ``"folder"`` (``train_root/<identity>/*.jpg``).
         train_root: directory of the training data for ``recordio`` and ``folder``.
+        train_people: for ``folder``: an LFW people file (``peopleDevTrain.txt``, or ``people.txt`` for all of its
+            folds; :func:`crossres.data.lfw.load_lfw_people`) restricting ``train_root`` to the people it lists, so
+            that training and test people stay disjoint. Listed people without images under ``train_root`` (e.g.
+            not found by the aligner) are counted in a warning.
         train_landmarks: for ``folder``: a file of 68 iBUG landmarks per image (the ``landmarks.json`` that
             ``crossres align`` writes, or any JSON/CSV in iBUG order, paths relative to ``train_root``); the
             items then carry ``"landmarks"``, from which RIM derives its heatmap and parsing priors.
@@ -140,8 +144,12 @@ class FaceDataModule(pl.LightningDataModule):
         synthetic_cache: keep rendered training faces in memory after their first epoch (each DataLoader worker
             holds the items it rendered, about 50 KB each at 112x112); rendering is about 5 ms per face on a CPU.
         val_sets: evaluation pair sets: ``"synthetic"``, a path to an insightface ``.bin`` (``lfw.bin`` …),
-            or a path to an LFW ``pairs.txt`` whose images lie beside it under ``lfw/``. The set's name in
-            metric keys is the file stem.
+            a path to an LFW pairs file whose images lie beside it under ``lfw/``, ``PAIRS_FILE@IMAGE_DIR`` for an
+            LFW pairs file over another (aligned) folder ``IMAGE_DIR/<name>/<name>_0001.png|jpg``
+            (``data/lfw/pairsDevTest.txt@data/lfw_dlib150``), or an identity folder ``DIR/<identity>/*.png``
+            (every same-identity pair and as many different-identity pairs drawn with ``seed``,
+            :func:`crossres.data.lfw.identity_folder_pairs`). The set's name in metric keys is the file stem
+            (``lfw`` for a file named ``pairs.txt``) or the folder's name; names must differ.
         test_sets: pair sets for ``test``; ``None`` uses ``val_sets``.
         synthetic_pairs: pairs of a synthetic pair set (half positive).
         synthetic_pair_identities: identities of a synthetic pair set (4 images each, disjoint from training). Each
@@ -188,6 +196,7 @@ class FaceDataModule(pl.LightningDataModule):
         self,
         train_format: Literal["synthetic", "recordio", "folder"] = "synthetic",
         train_root: str | None = None,
+        train_people: str | None = None,
         train_landmarks: str | None = None,
         skip_corrupt: bool = False,
         image_size: tuple[int, int] = (112, 112),
@@ -290,18 +299,45 @@ class FaceDataModule(pl.LightningDataModule):
         else:
             if root is None:
                 raise InputError(f"data.train_root is required when data.train_format is {fmt!r}")
-            from crossres.data.formats import ImageFolderFaces, RecordIOFaces
+            from crossres.data.formats import RecordIOFaces
 
             landmarks = self.hparams["train_landmarks"]
             if landmarks is not None and fmt != "folder":
                 raise InputError(f"data.train_landmarks needs data.train_format 'folder', got {fmt!r}")
+            if self.hparams.get("train_people") is not None and fmt != "folder":
+                raise InputError(f"data.train_people needs data.train_format 'folder', got {fmt!r}")
             if fmt == "recordio":
                 dataset = RecordIOFaces(root, skip_corrupt=self.hparams["skip_corrupt"])
             else:
-                dataset = ImageFolderFaces(
-                    root, landmarks=landmarks, image_size=self.image_size, skip_corrupt=self.hparams["skip_corrupt"]
-                )
+                dataset = self._folder_train_set(root, landmarks)
         self._train_set = dataset
+        return dataset
+
+    def _folder_train_set(self, root: str, landmarks: str | None) -> Dataset:
+        """``train_root/<identity>/*``, restricted to the people of ``train_people`` when given."""
+        from crossres.data.formats import ImageFolderFaces
+        from crossres.data.lfw import lfw_people_names
+
+        people_file = self.hparams.get("train_people")
+        image_size, skip_corrupt = self.image_size, self.hparams["skip_corrupt"]
+        if people_file is None:
+            return ImageFolderFaces(root, landmarks=landmarks, image_size=image_size, skip_corrupt=skip_corrupt)
+        people = set(lfw_people_names(people_file))
+        if Path(root).is_dir() and not any((Path(root) / name).is_dir() for name in people):
+            raise InputError(
+                f"data.train_people {people_file}: none of its {len(people)} people ({', '.join(sorted(people)[:3])}, "
+                f"...) has a folder under data.train_root {root}; the people file must list folder names of "
+                f"{root}/<person>/ (LFW's peopleDevTrain.txt for an aligned LFW folder)"
+            )
+        dataset = ImageFolderFaces(
+            root, identities=people, landmarks=landmarks, image_size=image_size, skip_corrupt=skip_corrupt
+        )
+        missing = dataset.missing_identities
+        if missing:
+            rank_zero_warn(
+                f"data.train_people {people_file}: {len(missing)} of the {len(people)} listed people have no images "
+                f"under {root} (e.g. {', '.join(missing[:3])}); training on the other {len(people) - len(missing)}"
+            )
         return dataset
 
     def _cpu_transform(self) -> A.Compose | None:
@@ -356,14 +392,23 @@ class FaceDataModule(pl.LightningDataModule):
                 **_nuisance(self.hparams["synthetic_difficulty"], self.hparams["synthetic_diversity"]),
             )
         path = Path(spec)
-        if not path.exists():
+        from crossres.data.formats import load_bin, load_lfw_pairs
+        from crossres.data.lfw import identity_folder_pairs
+
+        if not path.exists() and "@" in spec:
+            pairs = _pairs_over_folder(spec)
+        elif path.is_dir():
+            pairs = identity_folder_pairs(path, seed=self.hparams["seed"])
+        elif not path.exists():
             raise FileNotFoundError(
                 f"evaluation pair set {spec!r} (data.val_sets/test_sets) not found: expected 'synthetic', an "
-                "insightface .bin file (lfw.bin, agedb_30.bin, ...) or an LFW pairs.txt"
+                "insightface .bin file (lfw.bin, agedb_30.bin, ...), an LFW pairs file (images in <its dir>/lfw/), "
+                "PAIRS_FILE@IMAGE_DIR or an identity folder DIR/<identity>/*.png"
             )
-        from crossres.data.formats import load_bin, load_lfw_pairs
-
-        pairs = load_bin(path) if path.suffix == ".bin" else load_lfw_pairs(path, path.parent / "lfw")
+        elif path.suffix == ".bin":
+            pairs = load_bin(path)
+        else:
+            pairs = load_lfw_pairs(path, path.parent / "lfw", name=_pairs_file_name(path))
         if len(pairs.images):
             size = tuple(pairs.images[0].shape[-2:])
             if size != self.image_size:
@@ -377,7 +422,14 @@ class FaceDataModule(pl.LightningDataModule):
     def pair_set_names(self, split: Literal["val", "test"]) -> list[str]:
         """Names (as used in metric keys) of the pair sets evaluated in ``split``."""
         specs = self.val_sets if split == "val" else self.test_sets
-        return [self.pair_set(spec).pair_set.name for spec in specs]
+        names = [self.pair_set(spec).pair_set.name for spec in specs]
+        for k, name in enumerate(names):
+            if name in names[:k]:
+                raise InputError(
+                    f"data.{split}_sets: {specs[names.index(name)]!r} and {specs[k]!r} are both named {name!r} in "
+                    "metric keys; give the pairs files different names"
+                )
+        return names
 
     # ------------------------------------------------------------------------------------------- loaders
     def setup(self, stage: str) -> None:
@@ -530,6 +582,31 @@ class FaceDataModule(pl.LightningDataModule):
             "pair_id": batch["pair_id"],
             "pair_set": self.pair_set(specs[dataloader_idx]).pair_set.name,
         }
+
+
+def _pairs_file_name(path: Path) -> str:
+    """A pairs file's name in metric keys: ``lfw`` for LFW's ``pairs.txt`` (btm-stm's folder), else its stem."""
+    return "lfw" if path.name == "pairs.txt" else path.stem
+
+
+def _pairs_over_folder(spec: str) -> PairSet:
+    """``PAIRS_FILE@IMAGE_DIR``: an LFW pairs file over the images of another (aligned) folder."""
+    from crossres.data.formats import load_lfw_pairs
+
+    pairs_file, image_dir = (Path(part) for part in spec.rsplit("@", 1))
+    if not pairs_file.is_file():
+        raise FileNotFoundError(
+            f"evaluation pair set {spec!r}: pairs file {pairs_file} not found (PAIRS_FILE@IMAGE_DIR: an LFW pairs "
+            "file, then the folder of its images)"
+        )
+    if pairs_file.suffix == ".bin":
+        raise InputError(f"evaluation pair set {spec!r}: a .bin file holds its images; drop '@{image_dir}'")
+    if not image_dir.is_dir():
+        raise FileNotFoundError(
+            f"evaluation pair set {spec!r}: image folder {image_dir} not found (PAIRS_FILE@IMAGE_DIR: the images are "
+            "IMAGE_DIR/<name>/<name>_0001.png or .jpg, e.g. the output of crossres align)"
+        )
+    return load_lfw_pairs(pairs_file, image_dir, name=_pairs_file_name(pairs_file))
 
 
 def _size_pair(size: int | Sequence[int], key: str) -> tuple[int, int]:
