@@ -6,6 +6,8 @@ Examples:
     crossres export --format rec --out data/synthetic_rec --synthetic-identities 100 --images-per-identity 20
     crossres export --format bin --out data/synthetic.bin --pairs 600
     crossres export --format folder --out data/faces --from-folder data/raw_faces
+    crossres export --format pairs --from-folder data/lfw_dlib150 --people data/lfw/peopleDevTest.txt --pairs 6000 \
+        --out data/lfw/pairsDevTest_6000.txt
     crossres align data/raw data/aligned --landmarks data/raw/landmarks.json --size 112x112
     crossres align data/photos data/aligned --detector hog --multi-face largest   # needs crossres[dlib]
     crossres align data/lfw data/lfw_dlib150 --template dlib150 --cascade hog:1,hog:2,mmod:1 --multi-face center
@@ -78,15 +80,18 @@ def _parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export",
-        help="write a RecordIO set, a .bin pair set or an identity folder",
+        help="write a RecordIO set, a .bin pair set, an identity folder or an LFW pairs file",
         description=(
             "Write synthetic faces (default) or an identity folder (--from-folder) as an insightface RecordIO "
             "training set (train.rec/train.idx/property), an insightface .bin verification pair set, or an identity "
-            "folder OUT/<identity>/*.jpg."
+            "folder OUT/<identity>/*.jpg. --format pairs draws pairs from an (aligned) LFW folder, optionally from "
+            "the people of an LFW people file (--people), and writes them in LFW's pairs.txt format (10 folds)."
         ),
     )
-    export.add_argument("--format", required=True, choices=("rec", "bin", "folder"), help="output format")
-    export.add_argument("--out", required=True, type=Path, help="output directory (rec, folder) or .bin file (bin)")
+    export.add_argument("--format", required=True, choices=("rec", "bin", "folder", "pairs"), help="output format")
+    export.add_argument(
+        "--out", required=True, type=Path, help="output directory (rec, folder), .bin file (bin) or text file (pairs)"
+    )
     source = export.add_argument_group("source (synthetic faces unless --from-folder)")
     source.add_argument("--synthetic-identities", type=_positive, help="identities (default: rec/folder 100, bin 50)")
     source.add_argument("--images-per-identity", type=_positive, help="images per identity (default: 20, bin 4)")
@@ -96,7 +101,17 @@ def _parser() -> argparse.ArgumentParser:
         "--identity-offset", type=int, help="first synthetic identity (default: 0; bin: 100000, clear of training)"
     )
     source.add_argument("--from-folder", type=Path, metavar="DIR", help="read faces from DIR/<identity>/*.jpg|png")
-    export.add_argument("--pairs", type=_positive, help="pairs of a .bin pair set, half positive (default: 600)")
+    export.add_argument(
+        "--pairs",
+        type=_positive,
+        help="pairs of a .bin pair set or pairs file, half positive (default: bin 600; pairs 6000, a multiple of 20)",
+    )
+    export.add_argument(
+        "--people",
+        type=Path,
+        metavar="FILE",
+        help="pairs: draw only from the people of this LFW people file (e.g. peopleDevTest.txt; default: all)",
+    )
     export.add_argument("--quality", type=int, default=95, help="JPEG quality (default: 95)")
     export.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
@@ -218,8 +233,12 @@ def _export(args: argparse.Namespace) -> int:
             )
         if not args.from_folder.is_dir():
             raise _UsageError(f"--from-folder {args.from_folder}: no such directory (expected DIR/<identity>/*.jpg)")
-    if args.pairs is not None and fmt != "bin":
+    if args.pairs is not None and fmt not in ("bin", "pairs"):
         raise _UsageError(f"--pairs sets the pairs of a .bin pair set; it does not apply to --format {fmt}")
+    if fmt == "pairs":
+        return _export_lfw_pairs(args)
+    if args.people is not None:
+        raise _UsageError(f"--people selects the people of --format pairs; it does not apply to --format {fmt}")
     if fmt == "bin" and out.suffix != ".bin":
         raise _UsageError(f"--out {out}: a pair set is written to a .bin file (e.g. {out.with_suffix('.bin')})")
     if fmt != "bin" and out.is_file():
@@ -272,6 +291,38 @@ def _export(args: argparse.Namespace) -> int:
     counts = export_dataset(dataset, out, fmt=fmt, quality=args.quality, overwrite=args.overwrite)
     details = ", ".join(f"{v} {k}" for k, v in counts.items())
     print(f"wrote {out} ({'insightface RecordIO' if fmt == 'rec' else 'identity folder'}): {details}")
+    return 0
+
+
+def _export_lfw_pairs(args: argparse.Namespace) -> int:
+    from crossres.data.lfw import export_lfw_pairs
+
+    if args.from_folder is None:
+        raise _UsageError("--format pairs draws from an (aligned) LFW folder: give --from-folder DIR")
+    if args.people is not None and not args.people.is_file():
+        raise _UsageError(f"--people {args.people}: no such file (an LFW people file such as peopleDevTest.txt)")
+    if args.out.suffix == ".bin" or args.out.is_dir():
+        raise _UsageError(f"--out {args.out}: --format pairs writes a text file (e.g. pairsDevTest_6000.txt)")
+    if args.out.exists() and not args.overwrite:
+        raise _UsageError(f"{args.out} already exists; pass --overwrite to replace it")
+    num_pairs = args.pairs or 6000
+    if num_pairs % 20:
+        raise _UsageError(f"--pairs {num_pairs}: a pairs file holds 10 folds of n same and n different pairs (x 20)")
+    counts = export_lfw_pairs(
+        args.from_folder,
+        args.out,
+        people_file=args.people,
+        num_pairs=num_pairs,
+        seed=args.seed or 0,
+        overwrite=args.overwrite,
+    )
+    listed = ""
+    if args.people is not None:
+        listed = f" ({counts['listed']} listed in {args.people}, {counts['missing']} without images there)"
+    print(
+        f"wrote {args.out}: {counts['pairs']} pairs in 10 folds, half same-person, over {counts['people']} people of "
+        f"{args.from_folder}{listed}; read it as the pair set {args.out}@{args.from_folder}"
+    )
     return 0
 
 
