@@ -4,6 +4,7 @@ specs), on tiny synthetic stand-ins written in LFW's formats; the real files are
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,11 @@ from crossres.data.lfw import (
 
 from .conftest import REPO, TINY_TRAINER
 
-LFW = REPO / "data" / "lfw"
-needs_lfw = pytest.mark.skipif(not (LFW / "peopleDevTest.txt").is_file(), reason="LFW is absent (data/lfw)")
+# LFW's files beside its photos: CROSSRES_LFW (the photos, as in test_dlib_resnet.py), else data/lfw of the checkout.
+LFW = Path(os.environ.get("CROSSRES_LFW", REPO / "data/lfw/images_deepfunneled")).parent
+needs_lfw = pytest.mark.skipif(
+    not (LFW / "peopleDevTest.txt").is_file(), reason=f"LFW is absent ({LFW}; set CROSSRES_LFW)"
+)
 
 # 6 training people, 6 test people (one without images in the folder, as a face the aligner did not find).
 TRAIN = {"Ann_Train": 3, "Bob_Train": 2, "Cid_Train": 1, "Dee_Train": 2, "Eve_Train": 1, "Fay_Train": 2}
@@ -239,25 +243,33 @@ def _real_args(tmp_path: Path) -> list[str]:
     ]
 
 
-def test_real_configs_run_crossres_test_on_a_standin(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The two configs as shipped (their relative paths, the commands of their comments), on stand-in chips."""
+@pytest.fixture
+def real_standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """data/ as experiments/real/data.yaml expects it, made by the commands of its comments, in a working dir."""
     monkeypatch.chdir(tmp_path)
-    files = make_lfw_standin(tmp_path / "data", size=112)
+    make_lfw_standin(tmp_path / "data", size=112)
     (tmp_path / "data/lfw_chips").rename(tmp_path / "data/lfw_dlib150")
     command = ["export", "--format", "pairs", "--from-folder", "data/lfw_dlib150", "--people"]
     command += ["data/lfw/peopleDevTest.txt", "--pairs", "20", "--seed", "0", "--out", "data/lfw/pairsDevTest_6000.txt"]
     assert run(command) == 0
-    assert files["test"].is_file()
-    capsys.readouterr()
+    return tmp_path
 
-    main(["test", *_real_args(tmp_path), "--model.backbone_kwargs={pretrained: false}"])
-    out = capsys.readouterr().out
+
+def _check_results(run_dir: Path, out: str) -> None:
     assert "pairsDevTest" in out and "pairsDevTest_6000" in out
-    results = next((tmp_path / "runs/dlib_pretrained").glob("test-*/results_test.csv")).read_text()
+    results = next(run_dir.glob("test-*/results_test.csv")).read_text()
     for protocol in ("8px", "12px", "16px", "24px", "low_res_focus"):
         assert protocol in results
+
+
+def test_real_data_config_runs_crossres_test(
+    real_standin: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """data.yaml as shipped (its relative paths, sets and protocols) through `crossres test`, with a tiny network."""
+    tiny = ["--model.backbone=iresnet18", "--model.backbone_kwargs={width: 8}", "--model.embedding_size=32"]
+    capsys.readouterr()
+    main(["test", *_real_args(real_standin), *tiny])
+    _check_results(real_standin / "runs/dlib_pretrained", capsys.readouterr().out)
 
     # Without the dlib extra, dlib's pretrained weights stop the run with the ImportError that names the extra
     # (jsonargparse reports it inside its ValueError about the model).
@@ -268,7 +280,15 @@ def test_real_configs_run_crossres_test_on_a_standin(
 
     monkeypatch.setattr(detect, "dlib_model_path", no_extra)
     with pytest.raises((ImportError, ValueError), match=r"face-recognition-models .*pip install 'crossres\[dlib\]'"):
-        main(["test", *_real_args(tmp_path)])
+        main(["test", *_real_args(real_standin)])
+
+
+@pytest.mark.slow  # dlib's ResNet embeds 360 faces of 112 px: about half a minute on 2 idle CPU cores
+def test_real_configs_run_dlib_resnet(real_standin: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`crossres test -c data.yaml -c dlib_pretrained.yaml` as shipped, dlib's weights replaced by random ones."""
+    capsys.readouterr()
+    main(["test", *_real_args(real_standin), "--model.backbone_kwargs={pretrained: false}"])
+    _check_results(real_standin / "runs/dlib_pretrained", capsys.readouterr().out)
 
 
 # ------------------------------------------------------------------------------------------------ real LFW
@@ -282,7 +302,7 @@ def test_real_people_files_are_disjoint_and_complete() -> None:
 
 @needs_lfw
 def test_real_pairs_devtest_and_a_drawn_set(tmp_path: Path) -> None:
-    images = LFW / "images_deepfunneled"
+    images = LFW / "images_deepfunneled"  # the drawn file holds only images that exist there
     dev_test = load_lfw_pairs(LFW / "pairsDevTest.txt", images, name="pairsDevTest")
     assert len(dev_test) == 1000 and int(dev_test.issame.sum()) == 500
     assert dev_test.issame[:10].tolist() == [True, False] * 5  # every fold balanced

@@ -993,7 +993,10 @@ def load_lfw_pairs(
         path = next((Path(stem + ext) for ext in IMAGE_EXTENSIONS if Path(stem + ext).is_file()), Path(stem + ".jpg"))
         if path not in index:
             if check_files and not path.is_file():
-                raise FileNotFoundError(f"{pairs_file}:{lineno}: image {path} not found under {image_root}")
+                raise FileNotFoundError(
+                    f"{pairs_file}:{lineno}: image {path} (or .jpeg, .png) not found under {image_root} (for an "
+                    "aligned folder: a photo the aligner skipped, listed in its skipped.csv)"
+                )
             index[path] = len(index)
         return index[path]
 
