@@ -31,7 +31,7 @@ commands:
   test        evaluate a checkpoint on the test pair sets (crossres test -c CONFIG --ckpt_path CKPT)
   predict     embed the test pair sets with a checkpoint
   report      figures and tables of a run's results (crossres report runs/baseline)
-  export      write a RecordIO set, a .bin pair set or an identity folder
+  export      write a RecordIO set, a .bin pair set, an identity folder or an LFW pairs file
   align       detect faces and align them onto the ArcFace template (or from given landmarks)
 
 options:

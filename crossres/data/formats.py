@@ -688,7 +688,7 @@ def _keep_identities(
     kept = [classes[label] for label in old_labels]
     if not kept:
         examples = ", ".join(sorted(wanted)[:3]) or "none"
-        raise ValueError(
+        raise InputError(
             f"none of the {len(wanted)} identities asked for ({examples}, ...) has images under {root}; the names "
             f"must be folder names of {root}/<identity>/ (e.g. {classes[0]!r})"
         )
@@ -713,7 +713,8 @@ class ImageFolderFaces(Dataset):
         transform: optional callable applied to the ``uint8`` image tensor (not to the landmarks).
         extensions: accepted file suffixes (case-insensitive).
         identities: only these identity folders (e.g. the training people of LFW's ``peopleDevTrain.txt``); listed
-            names without images under ``root`` are kept in ``missing_identities``. ``None``: every folder.
+            names without images under ``root`` are kept in ``missing_identities`` (none of them there: an
+            :class:`~crossres.errors.InputError`). ``None``: every folder.
         landmarks: 68 landmarks per image, paths relative to ``root``: the ``landmarks.json`` that
             ``crossres align`` writes beside its output, or any JSON/CSV in iBUG order
             (:func:`crossres.data.detect.load_landmarks68`).

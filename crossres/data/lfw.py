@@ -26,6 +26,7 @@ import torch
 
 from crossres.data.formats import IMAGE_EXTENSIONS, ImageFiles, _scan_identity_folder
 from crossres.data.pairs import PairSet
+from crossres.errors import InputError
 
 __all__ = [
     "SamePair",
@@ -64,8 +65,8 @@ def load_lfw_people(path: str | Path) -> list[dict[str, int]]:
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: on a malformed line, a count that does not match the lines that follow, or a person listed
-            twice; the message names the file and the line.
+        InputError: on a malformed line, a count that does not match the lines that follow, or a person listed
+            twice (a ``ValueError``); the message names the file and the line.
     """
     path = Path(path)
     if not path.is_file():
@@ -74,13 +75,13 @@ def load_lfw_people(path: str | Path) -> list[dict[str, int]]:
     while lines and not lines[-1]:
         lines.pop()
     if not lines:
-        raise ValueError(f"{path}: empty file; {_PEOPLE_FORMAT}")
+        raise InputError(f"{path}: empty file; {_PEOPLE_FORMAT}")
 
     def count(lineno: int, what: str) -> int:
         text = lines[lineno - 1] if lineno <= len(lines) else ""
         if not _COUNT.match(text):
             got = repr(text) if lineno <= len(lines) else "the end of the file"
-            raise ValueError(f"{path}:{lineno}: expected {what} (a positive integer), got {got}; {_PEOPLE_FORMAT}")
+            raise InputError(f"{path}:{lineno}: expected {what} (a positive integer), got {got}; {_PEOPLE_FORMAT}")
         return int(text)
 
     first = count(1, "the number of people or of folds")
@@ -100,19 +101,19 @@ def load_lfw_people(path: str | Path) -> list[dict[str, int]]:
             fields = lines[lineno - 1].split() if lineno <= len(lines) else []
             if len(fields) != 2 or not _COUNT.match(fields[1]) or _COUNT.match(fields[0]):
                 got = repr(lines[lineno - 1]) if lineno <= len(lines) else "the end of the file"
-                raise ValueError(
+                raise InputError(
                     f"{path}:{lineno}: expected 'name<TAB>number of images' (line {header} announces {size} people"
                     f"{f' in fold {fold + 1}' if folded else ''}), got {got}"
                 )
             name = fields[0]
             if name in seen:
-                raise ValueError(f"{path}:{lineno}: {name} is listed twice (first on line {seen[name]})")
+                raise InputError(f"{path}:{lineno}: {name} is listed twice (first on line {seen[name]})")
             seen[name] = lineno
             people[name] = int(fields[1])
         folds.append(people)
     if lineno < len(lines):
         where = f"{first} folds" if folded else f"the {first} people line 1 announces"
-        raise ValueError(f"{path}:{lineno + 1}: expected the end of the file after {where}, got {lines[lineno]!r}")
+        raise InputError(f"{path}:{lineno + 1}: expected the end of the file after {where}, got {lines[lineno]!r}")
     return folds
 
 
@@ -142,7 +143,7 @@ def lfw_image_numbers(image_root: str | Path, people: Collection[str] | None = N
 
     Raises:
         FileNotFoundError: if ``image_root`` is not a directory.
-        ValueError: if an image of a person's folder is not named ``<name>_<number>`` as in LFW.
+        InputError: if an image of a person's folder is not named ``<name>_<number>`` as in LFW.
     """
     root = Path(image_root)
     if not root.is_dir():
@@ -160,7 +161,7 @@ def lfw_image_numbers(image_root: str | Path, people: Collection[str] | None = N
                 continue
             match = pattern.match(file.stem)
             if match is None:
-                raise ValueError(
+                raise InputError(
                     f"{file}: not named as an LFW image ({name}/{name}_0001{file.suffix}); pairs files refer to "
                     "images by their LFW number, so an aligned copy of LFW keeps LFW's file names"
                 )
@@ -199,12 +200,12 @@ def draw_lfw_pairs(
         Per fold ``(same-person pairs, different-person pairs)``.
 
     Raises:
-        ValueError: if ``num_pairs`` is not a multiple of ``2 * num_folds``, or the folder's people cannot supply
+        InputError: if ``num_pairs`` is not a multiple of ``2 * num_folds``, or the folder's people cannot supply
             that many distinct pairs.
     """
     root = Path(image_root)
     if num_folds < 1 or num_pairs < 1 or num_pairs % (2 * num_folds):
-        raise ValueError(
+        raise InputError(
             f"num_pairs={num_pairs} must be a positive multiple of 2 * num_folds = {2 * num_folds}: LFW's pairs format "
             "holds as many same-person as different-person pairs in each fold"
         )
@@ -217,7 +218,7 @@ def draw_lfw_pairs(
     max_different = (total**2 - sum(len(v) ** 2 for v in numbers.values())) // 2
     if per_class > max_same or per_class > max_different:
         listed = f" of the {len(people)} listed" if people is not None else ""
-        raise ValueError(
+        raise InputError(
             f"{root}: the {len(present)} people{listed} with images there ({len(multi)} with two or more) give at "
             f"most {max_same} distinct same-person and {max_different} different-person pairs; {per_class} of each "
             "were asked for: lower the number of pairs"
@@ -343,7 +344,7 @@ def identity_folder_pairs(root: str | Path, seed: int = 0, name: str | None = No
 
     Raises:
         FileNotFoundError: if ``root`` is missing or holds no images.
-        ValueError: if no identity has two images, or the folder cannot supply as many different-identity pairs.
+        InputError: if no identity has two images, or the folder cannot supply as many different-identity pairs.
     """
     root = Path(root)
     classes, samples = _scan_identity_folder(root, IMAGE_EXTENSIONS)
@@ -353,7 +354,7 @@ def identity_folder_pairs(root: str | Path, seed: int = 0, name: str | None = No
     same = [(m[a], m[b]) for m in members for a in range(len(m)) for b in range(a + 1, len(m))]
     max_different = (len(samples) ** 2 - sum(len(m) ** 2 for m in members)) // 2
     if not same or len(same) > max_different:
-        raise ValueError(
+        raise InputError(
             f"{root}: {len(classes)} identities, {len(same)} same-identity pairs and at most {max_different} "
             "different-identity pairs; a test set needs an identity with two images and as many different-identity "
             "pairs as same-identity ones (add identities)"
