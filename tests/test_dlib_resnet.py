@@ -255,8 +255,10 @@ def test_backbone_arguments() -> None:
         build_backbone(DLIB_RESNET, embedding_size=512, pretrained=True)
     with pytest.raises(ValueError, match="accepts pretrained and dat_path"):
         build_backbone(DLIB_RESNET, width=8)
-    with pytest.raises(ValueError, match="at least 27 px"):
-        build_backbone(DLIB_RESNET, image_size=(16, 16))
+    with pytest.raises(ValueError, match="at least 103 px"):
+        build_backbone(DLIB_RESNET, image_size=(102, 150))
+    smallest = build_backbone(DLIB_RESNET, image_size=(103, 103))
+    assert smallest(torch.rand(1, 3, 103, 103)).shape == (1, 128)
 
 
 def test_missing_models_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,6 +39,10 @@ _REINSTALL = (
 _LEVELS = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))
 
 
+#: The smallest input side the five levels take (their stride-2 convolutions are unpadded, as dlib's).
+MIN_SIDE = 103
+
+
 class ChannelAffine(nn.Module):
     """dlib's ``affine`` layer: a per-channel scale and shift, ``y = x * weight + bias`` (a batch norm frozen at
     its running statistics). Trainable, with no running statistics, so train and eval mode compute the same.
@@ -135,7 +139,8 @@ class DlibResNet(nn.Module):
 
     With :func:`load_dlib_resnet_weights` and 150x150 chips as dlib's ``get_face_chip(img, shape, 150, 0.25)``
     cuts them, the output is dlib's ``compute_face_descriptor`` (same person: Euclidean distance under 0.6).
-    Other sizes (at least 27 px) run, but are not what dlib trained on.
+    Other sizes (at least 103 px a side: the five levels' unpadded stride-2 convolutions) run, but are not what
+    dlib trained on.
 
     Args:
         embedding_size: Output dimension (128 as dlib's; another size needs training from scratch).
@@ -149,8 +154,10 @@ class DlibResNet(nn.Module):
         super().__init__()
         if embedding_size < 1:
             raise ValueError(f"embedding_size must be positive (128 as dlib's), got {embedding_size}")
-        if len(image_size) != 2 or min(image_size) < 27:
-            raise ValueError(f"image_size must be (h, w) of at least 27 px (150x150 as dlib's), got {image_size!r}")
+        if len(image_size) != 2 or min(image_size) < MIN_SIDE:
+            raise ValueError(
+                f"image_size must be (h, w) of at least {MIN_SIDE} px (150x150 as dlib's), got {image_size!r}"
+            )
         self.embedding_size = embedding_size
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.pixel_mean: Tensor
