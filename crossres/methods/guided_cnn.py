@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -165,6 +166,9 @@ class GuidedCNN(CrossResMethod):
             )
 
     # ---------------------------------------------------------------------------------------- embedding
+    def reference_embedder(self) -> Callable[[Tensor], Tensor]:
+        return self.guide  # the frozen guide CNN_H on HR and bicubic faces
+
     def embed(self, images: Tensor) -> Tensor:
         """HR faces: the guide ``CNN_H``."""
         return self.guide(images)
@@ -294,3 +298,4 @@ class GuidedCNN(CrossResMethod):
             self._metric(split, name, "lr_lr", protocol).update((lr1 * lr2).sum(1), issame, pair_id)
             self._metric(split, name, "lr_hr", protocol).update(self.nearer_score(hr2, lr1_guide, lr1), issame, pair_id)
             self._metric(split, name, "hr_lr", protocol).update(self.nearer_score(hr1, lr2_guide, lr2), issame, pair_id)
+        self._reference_step(split, batch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -133,6 +134,9 @@ class IPUNet(CrossResMethod):
         return downsample(sr, self.image_size).clamp(0.0, 1.0)  # 128 -> 112 (antialiased bicubic)
 
     # ---------------------------------------------------------------------------------------- embedding
+    def reference_embedder(self) -> Callable[[Tensor], Tensor]:
+        return self.recognizer  # the frozen HR recogniser on HR and bicubic faces
+
     def embed(self, images: Tensor) -> Tensor:
         """HR gallery faces: the recogniser (with ``concat_bicubic``: ``[rec(x), rec(SR(x))]``, each normalised)."""
         if self.hparams["concat_bicubic"]:
