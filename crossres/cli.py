@@ -26,7 +26,7 @@ import crossres.methods  # noqa: F401  (registers every method for --model)
 from crossres.checkpoint_io import ResumableCheckpoint
 from crossres.data.datamodule import FaceDataModule
 from crossres.methods.base import CrossResMethod
-from crossres.report.tables import results_table, write_results, write_scores
+from crossres.report.tables import quality_table, reference_table, results_table, write_results, write_scores
 
 __all__ = ["CrossResCLI", "main"]
 
@@ -133,10 +133,16 @@ class CrossResCLI(LightningCLI):
             return
         # Not `trainer.log_dir`: it broadcasts, and the other ranks have already returned.
         log_dir = Path(getattr(self.trainer.logger, "log_dir", None) or self.run_dir)
-        write_results(rows, log_dir, split)
+        method = type(model).__name__
+        reference, quality = model.reference_results.get(split, []), model.sr_quality.get(split, [])
+        write_results(rows, log_dir, split, reference, quality, method)
         write_scores(model.eval_scores.get(split, {}), log_dir, split)
-        title = f"{type(model).__name__}: {split} verification (10-fold accuracy)"
-        print("\n" + results_table(rows, title=title) + f"\n\n(results in {log_dir})\n", flush=True)
+        tables = [
+            results_table(rows, title=f"{method}: {split} verification (10-fold accuracy)"),
+            reference_table(rows, reference, method, title=f"{method} beside the HR network it starts from"),
+            quality_table(quality, title=f"{method}: super-resolved and bicubic probes against the HR face"),
+        ]
+        print("\n" + "\n\n".join(t for t in tables if t) + f"\n\n(results in {log_dir})\n", flush=True)
 
     def after_fit(self) -> None:
         self._report("val")

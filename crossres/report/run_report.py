@@ -32,7 +32,7 @@ from crossres.report.plots import (
     roc_curves,
     sort_protocols,
 )
-from crossres.report.tables import results_table
+from crossres.report.tables import REFERENCE_NAMES, quality_table, reference_table, results_table
 from crossres.transforms.functional import Backend
 
 __all__ = ["build_report", "compare_runs", "find_results_dir", "knoche_table", "report_sizes"]
@@ -71,6 +71,11 @@ def find_results_dir(run_dir: str | Path, split: str = "test") -> Path:
             "(or pass --split val for the results of fit/validate)"
         )
     return found[-1].parent
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of an optional results file (``reference_<split>.json``, ``quality_<split>.json``); ``[]`` if absent."""
+    return json.loads(path.read_text()) if path.is_file() else []
 
 
 def _read_config(results_dir: Path) -> dict[str, Any]:
@@ -268,6 +273,8 @@ def build_report(
         shutil.rmtree(report_dir)
     report_dir.mkdir(parents=True)
     rows = json.loads((results_dir / f"results_{split}.json").read_text())
+    reference = _read_rows(results_dir / f"reference_{split}.json")
+    quality = _read_rows(results_dir / f"quality_{split}.json")
     config = _read_config(results_dir)
     run_name = _run_label(results_dir)
     method = _method_name(config, run_name)
@@ -279,8 +286,14 @@ def build_report(
     notes: list[str] = []
 
     if sizes:
-        path = accuracy_vs_resolution(rows, report_dir / "accuracy_vs_resolution.png", title=f"{method}: {split}")
+        curves: list[dict[str, Any]] = rows
         caption = "CR = HR-LR (solid), ER = LR-LR (dotted), HR-HR (dashed); 004 Fig. 5."
+        if reference:  # the method and the HR network it starts from, one colour each
+            name = REFERENCE_NAMES.get(method, "HR network")
+            curves = [r | {"pair_set": f"{r['pair_set']}: {method}"} for r in rows]
+            curves += [r | {"pair_set": f"{r['pair_set']}: {name}"} for r in reference]
+            caption += f" The {name}: the frozen HR network {method} starts from, on the same pairs."
+        path = accuracy_vs_resolution(curves, report_dir / "accuracy_vs_resolution.png", title=f"{method}: {split}")
         figures.append(("Accuracy vs resolution", path, caption))
     else:
         notes.append("No fixed-size protocol was evaluated: no accuracy-vs-resolution curve.")
@@ -332,6 +345,12 @@ def build_report(
         "",
         "HR-LR averages both pair orders (Knoche et al. 2021 §3.4); TAR at the configured FAR.",
     ]
+    if reference:
+        title = f"{method} beside the HR network it starts from (same pairs, same sizes)"
+        lines += ["", reference_table(rows, reference, method, title=title), ""]
+        lines += ["Differences larger than both fold standard deviations in bold."]
+    if quality:
+        lines += ["", quality_table(quality, title="Super-resolved and bicubic probes against the HR face")]
     knoche = knoche_table(rows, method)
     if knoche:
         lines += ["", "### Knoche et al. protocols (HR-LR accuracy %, as 004 Table 2)", "", knoche]
