@@ -85,3 +85,30 @@ def test_make_run_uses_the_checked_in_configs(capsys: pytest.CaptureFixture[str]
         assert rim["model"]["init_args"][f"teacher_{arg}"] == teacher["model"]["init_args"][arg]
     probe = rim["data"]["lr_sizes"]
     assert len(probe) == 1 and f"{probe[0]}" in str(rim["data"]["protocols"]), "RIM is scored at its training size"
+
+
+@pytest.mark.parametrize("method", ["IPUNet", "GuidedCNN", "Baseline"])
+def test_reference_and_sr_quality_of_other_methods(method: str) -> None:
+    import lightning.pytorch as pl
+
+    from crossres.data.datamodule import FaceDataModule
+    from crossres.methods import Baseline, GuidedCNN, IPUNet
+
+    net = {"backbone": "iresnet18", "backbone_kwargs": {"width": 8}, "embedding_size": 32}
+    models = {
+        "IPUNet": lambda: IPUNet(num_classes=6, image_size=(32, 32), sr_size=32, unet_depth=5, unet_width=4, **net),
+        "GuidedCNN": lambda: GuidedCNN(num_classes=6, image_size=(32, 32), **net),
+        "Baseline": lambda: Baseline(num_classes=6, image_size=(32, 32), **net),
+    }
+    model = models[method]()
+    data = FaceDataModule(
+        image_size=(32, 32), num_identities=6, synthetic_pairs=20, protocols=[8], lr_sizes=[8], num_workers=0
+    )
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(model, datamodule=data, verbose=False)
+    reference = model.reference_results.get("val", [])
+    assert len(reference) == (0 if method == "Baseline" else len(model.eval_results["val"]))
+    quality = model.sr_quality.get("val", [])
+    assert [r["protocol"] for r in quality] == (["8px"] if method == "IPUNet" else [])
+    if method == "GuidedCNN":  # the guide embeds the gallery: one HR-HR measurement
+        assert reference[0]["acc"] == model.eval_results["val"][0]["acc"]

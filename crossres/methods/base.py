@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from crossres.metrics.image_quality import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from crossres.metrics.verification import VerificationMetric
 from crossres.nn.weights import load_backbone_weights
 
@@ -27,7 +28,7 @@ __all__ = [
     "load_pretrained",
 ]
 
-#: Where `make run` and the method configs expect the HR recogniser (guide / teacher), and how it is made.
+#: Where the method configs expect the HR recogniser (guide / teacher), and how it is made (`make run`: 64 px).
 HR_MODEL_PATH = "runs/hr_teacher/checkpoints/last.ckpt"
 HR_MODEL_COMMAND = "crossres fit -c experiments/baseline.yaml --name hr_teacher"
 
@@ -54,6 +55,7 @@ def load_pretrained(module: nn.Module, path: str | None, key: str, prefix: str |
 
 
 _COMPARISONS = {"hr_hr": "HR-HR", "lr_lr": "LR-LR", "hr_lr": "HR-LR"}
+_SR_MEASURES = (("psnr", PeakSignalNoiseRatio), ("ssim", StructuralSimilarityIndexMeasure))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -121,6 +123,7 @@ class CrossResMethod(pl.LightningModule):
         self.eval_results: dict[str, list[dict[str, Any]]] = {}
         self.reference_results: dict[str, list[dict[str, Any]]] = {}
         self.sr_quality: dict[str, list[dict[str, Any]]] = {}  # PSNR / SSIM rows of methods that super-resolve
+        self.sr_metrics = nn.ModuleDict()
         self.eval_scores: dict[str, dict[str, Tensor]] = {}
         self.skipped_steps = 0
         self._rng_to_restore: dict[str, Any] | None = None
@@ -251,6 +254,12 @@ class CrossResMethod(pl.LightningModule):
         """
         return None
 
+    def sr_probe(self, images: Tensor) -> Tensor | None:
+        """The super-resolved face of LR probes, scored by PSNR / SSIM against the HR face beside the bicubic probe
+        (rows in :attr:`sr_quality`); ``None`` (the default) where the method does not super-resolve.
+        """
+        return None
+
     def _metric(
         self, split: str, pair_set: str, comparison: str, protocol: str = "", model: str = "method"
     ) -> VerificationMetric:
@@ -263,6 +272,31 @@ class CrossResMethod(pl.LightningModule):
     def _eval_step(self, split: str, batch: dict[str, Any]) -> None:
         self._score(split, batch, self.eval_embed_hr, self.eval_embed_lr)
         self._reference_step(split, batch)
+        self._sr_quality_step(split, batch)
+
+    def _sr_quality_step(self, split: str, batch: dict[str, Any]) -> None:
+        for protocol, lr in batch["lr1"].items():
+            sr = self.sr_probe(lr)
+            if sr is None:
+                return
+            for kind, image in (("sr", sr.clamp(0, 1)), ("bicubic", lr.clamp(0, 1))):
+                for measure, metric_class in _SR_MEASURES:
+                    key = f"{split}__{protocol}__{measure}_{kind}"
+                    if key not in self.sr_metrics:
+                        self.sr_metrics[key] = metric_class().to(self.device)
+                    cast(Metric, self.sr_metrics[key]).update(image, batch["hr1"])
+
+    def _sr_quality_epoch_end(self, split: str) -> None:
+        protocols: dict[str, dict[str, float]] = {}
+        for key, module in self.sr_metrics.items():
+            own_split, protocol, kind = key.split("__")
+            metric = cast(Metric, module)
+            if own_split == split and metric.update_count:
+                protocols.setdefault(protocol, {})[kind] = value = float(metric.compute())
+                metric.reset()
+                self.log(f"{split}_{kind}_{protocol}", value, batch_size=1, sync_dist=True)
+        if protocols:
+            self.sr_quality[split] = [{"split": split, "protocol": p} | v for p, v in sorted(protocols.items())]
 
     def _reference_step(self, split: str, batch: dict[str, Any]) -> None:
         """Score :meth:`reference_embedder` on ``batch`` (nothing if the method has no reference network)."""
@@ -302,6 +336,7 @@ class CrossResMethod(pl.LightningModule):
         reference, _ = self._results(split, "reference")
         if reference:
             self.reference_results[split] = reference
+        self._sr_quality_epoch_end(split)
 
     def _results(self, split: str, model: str) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
         """Compute and reset ``model``'s metrics of ``split``: result rows (logged) and per-pair scores."""

@@ -137,6 +137,9 @@ class IPUNet(CrossResMethod):
     def reference_embedder(self) -> Callable[[Tensor], Tensor]:
         return self.recognizer  # the frozen HR recogniser on HR and bicubic faces
 
+    def sr_probe(self, images: Tensor) -> Tensor:
+        return self.super_resolve(images)  # PSNR / SSIM against the HR face, every protocol
+
     def embed(self, images: Tensor) -> Tensor:
         """HR gallery faces: the recogniser (with ``concat_bicubic``: ``[rec(x), rec(SR(x))]``, each normalised)."""
         if self.hparams["concat_bicubic"]:
