@@ -139,8 +139,8 @@ class CrossResCLI(LightningCLI):
         write_scores(model.eval_scores.get(split, {}), log_dir, split)
         tables = [
             results_table(rows, title=f"{method}: {split} verification (10-fold accuracy)"),
-            reference_table(rows, reference, method, title=f"{method} beside the HR network it starts from"),
             quality_table(quality, title=f"{method}: super-resolved and bicubic probes against the HR face"),
+            reference_table(rows, reference, method, title=f"{method} beside the HR network it starts from"),
         ]
         print("\n" + "\n\n".join(t for t in tables if t) + f"\n\n(results in {log_dir})\n", flush=True)
 
