@@ -125,6 +125,8 @@ class _Recorder:
 
     def __call__(self, split: str, pair_set: str, comparison: str, protocol: str = "") -> _Recorder:
         self.key = f"{comparison}_{protocol}".rstrip("_")
+        if split != "val":  # the guide alone, scored beside the method ("reference:val")
+            self.key = f"{split}/{self.key}"
         return self
 
     def update(self, scores: torch.Tensor, issame: torch.Tensor, pair_id: torch.Tensor) -> None:

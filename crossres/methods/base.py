@@ -260,11 +260,8 @@ class CrossResMethod(pl.LightningModule):
         """
         return None
 
-    def _metric(
-        self, split: str, pair_set: str, comparison: str, protocol: str = "", model: str = "method"
-    ) -> VerificationMetric:
+    def _metric(self, split: str, pair_set: str, comparison: str, protocol: str = "") -> VerificationMetric:
         key = "__".join(k for k in (split, pair_set, comparison, protocol) if k)
-        key = key if model == "method" else f"{model}:{key}"
         if key not in self.eval_metrics:
             self.eval_metrics[key] = VerificationMetric().to(self.device)
         return self.eval_metrics[key]  # type: ignore[return-value]
@@ -312,16 +309,17 @@ class CrossResMethod(pl.LightningModule):
     def _score(self, split: str, batch: dict[str, Any], embed_hr: Any, embed_lr: Any, model: str = "method") -> None:
         """Update the metrics of ``model`` with the batch's HR-HR, LR-LR and HR-LR scores, each image embedded once."""
         name, issame, pair_id = batch["pair_set"], batch["issame"], batch["pair_id"]
+        split = split if model == "method" else f"{model}:{split}"  # metric keys "reference:val__synthetic__..."
         hr1, hr2 = embed_hr(batch["hr1"]), embed_hr(batch["hr2"])
-        self._metric(split, name, "hr_hr", model=model).update((hr1 * hr2).sum(1), issame, pair_id)
+        self._metric(split, name, "hr_hr").update((hr1 * hr2).sum(1), issame, pair_id)
         for protocol, lr1 in batch["lr1"].items():
             size = batch["lr_size"][protocol]
             lr1 = embed_lr(lr1, size)
             lr2 = embed_lr(batch["lr2"][protocol], size)
-            self._metric(split, name, "lr_lr", protocol, model).update((lr1 * lr2).sum(1), issame, pair_id)
+            self._metric(split, name, "lr_lr", protocol).update((lr1 * lr2).sum(1), issame, pair_id)
             # Knoche et al. §3.4: both pair orders, (LR, HR) and (HR, LR); accuracies averaged.
-            self._metric(split, name, "lr_hr", protocol, model).update((lr1 * hr2).sum(1), issame, pair_id)
-            self._metric(split, name, "hr_lr", protocol, model).update((hr1 * lr2).sum(1), issame, pair_id)
+            self._metric(split, name, "lr_hr", protocol).update((lr1 * hr2).sum(1), issame, pair_id)
+            self._metric(split, name, "hr_lr", protocol).update((hr1 * lr2).sum(1), issame, pair_id)
 
     def _eval_epoch_end(self, split: str) -> None:
         rows, scores = self._results(split, "method")
