@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# `make run`: the 64 px teacher and a 4-epoch RIM of experiments/make_run/ (15 minutes on 2 CPU cores, install
+# included); extra arguments for either fit, e.g. RIM_ARGS="--trainer.max_epochs 6 --trainer.check_val_every_n_epoch 6".
 TEACHER_ARGS ?=
-# `make run` fits in 15 minutes on 2 CPU cores with a short RIM run; `make run RIM_ARGS=` trains RIM fully.
-RIM_ARGS ?= --trainer.max_epochs 1 --trainer.limit_train_batches 24 --data.synthetic_pairs 300
+RIM_ARGS ?=
 COMPARE_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -21,10 +22,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## Create .venv and install crossres with its dependencies.
 
-run: $(STAMP)  ## The main job on synthetic faces: HR teacher (reused when finished), a short RIM run, its report.
-	$(BIN)/crossres fit -c experiments/baseline.yaml --name hr_teacher --ckpt_path auto $(TEACHER_ARGS)
+run: $(STAMP)  ## The main job on synthetic faces: HR teacher (reused when finished), a short RIM run beside it, its report.
+	$(BIN)/crossres fit -c experiments/baseline.yaml -c experiments/make_run/teacher.yaml --name hr_teacher_64 \
+		--ckpt_path auto $(TEACHER_ARGS)
 	name=rim-$$(date +%Y%m%d-%H%M%S) && \
-	$(BIN)/crossres fit -c experiments/rim.yaml --name $$name $(RIM_ARGS) && \
+	$(BIN)/crossres fit -c experiments/rim.yaml -c experiments/make_run/rim.yaml --name $$name $(RIM_ARGS) && \
 	$(BIN)/crossres report runs/$$name --split val
 
 test: $(STAMP)  ## Run the test suite (without tests marked slow).

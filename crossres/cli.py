@@ -29,7 +29,7 @@ from crossres.errors import InputError
 from crossres.loggers import RunCSVLogger
 from crossres.methods.base import CrossResMethod
 from crossres.nn.weights import load_backbone_weights
-from crossres.report.tables import results_table, write_results, write_scores
+from crossres.report.tables import quality_table, reference_table, results_table, write_results, write_scores
 
 __all__ = ["CrossResCLI", "RunConfigCallback", "main", "run_lightning"]
 
@@ -288,10 +288,16 @@ class CrossResCLI(LightningCLI):
         # Not `trainer.log_dir`: it broadcasts, and the other ranks have already returned.
         log_dir = Path(getattr(self.trainer.logger, "log_dir", None) or self.log_dir)
         far = float(model.hparams.get("far", 1e-3))
-        write_results(rows, log_dir, split, far=far)
+        method = type(model).__name__
+        reference, quality = model.reference_results.get(split, []), model.sr_quality.get(split, [])
+        write_results(rows, log_dir, split, reference, quality, method, far=far)
         write_scores(model.eval_scores.get(split, {}), log_dir, split)
-        title = f"{type(model).__name__}: {split} verification (10-fold accuracy)"
-        print("\n" + results_table(rows, title=title, far=far) + f"\n\n(results in {log_dir})\n", flush=True)
+        tables = [
+            results_table(rows, title=f"{method}: {split} verification (10-fold accuracy)", far=far),
+            quality_table(quality, title=f"{method}: super-resolved and bicubic probes against the HR face"),
+            reference_table(rows, reference, method, title=f"{method} beside the HR network it starts from"),
+        ]
+        print("\n" + "\n\n".join(t for t in tables if t) + f"\n\n(results in {log_dir})\n", flush=True)
 
     def after_fit(self) -> None:
         self._report("val")

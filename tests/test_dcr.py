@@ -132,6 +132,8 @@ def test_stage1_then_stage2_through_the_cli(
     for key in trunk_keys:
         assert torch.equal(before[key], after[key]), key  # stage 2 leaves the trunk bit-identical
     assert any(k.startswith("branches.4.hr.mapping") for k in after)
+    # Step 2's reference is the frozen stage-1 trunk, scored beside it; step 1 trains the trunk and has none.
+    assert (runs / "stage2" / "reference_val.json").is_file() and not (runs / "stage1" / "reference_val.json").exists()
 
     for selection in ("size", "estimator"):
         main(["test", *tiny_args, *DATA, *STAGE2, f"--model.branch_selection={selection}", "--name=stage2",

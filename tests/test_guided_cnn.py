@@ -127,6 +127,8 @@ class _Recorder:
 
     def __call__(self, split: str, pair_set: str, comparison: str, protocol: str = "") -> _Recorder:
         self.key = f"{comparison}_{protocol}".rstrip("_")
+        if split != "val":  # the guide alone, scored beside the method ("reference:val")
+            self.key = f"{split}/{self.key}"
         return self
 
     def update(self, scores: torch.Tensor, issame: torch.Tensor, pair_id: torch.Tensor) -> None:
@@ -179,6 +181,9 @@ def test_unknown_resolution_picks_the_nearer_embedding() -> None:
     assert torch.allclose(recorded["unknown"]["hr_lr_8px"], torch.maximum(by_guide, by_learner), atol=1e-6)
     for same in ("hr_hr", "lr_lr_8px"):
         assert torch.allclose(recorded["known"][same], recorded["unknown"][same])
+    # The reference beside it: the guide on the HR gallery and on the bicubic probe, in either mode.
+    for mode in models:
+        assert torch.allclose(recorded[mode]["reference:val/hr_lr_8px"], by_guide, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode, area", [("block", 0.2), ("block", 0.5), ("upper", 0.5), ("lower", 0.5)])

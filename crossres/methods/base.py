@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import random
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, cast
 
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from typing_extensions import Self
 
+from crossres.metrics.image_quality import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from crossres.metrics.verification import VerificationMetric
 from crossres.nn.weights import load_backbone_weights
 
@@ -31,7 +33,7 @@ __all__ = [
     "load_pretrained",
 ]
 
-#: Where `make run` and the method configs expect the HR recogniser (guide / teacher), and how it is made.
+#: Where the method configs expect the HR recogniser (guide / teacher), and how it is made (`make run`: 64 px).
 HR_MODEL_PATH = "runs/hr_teacher/checkpoints/last.ckpt"
 HR_MODEL_COMMAND = "crossres fit -c experiments/baseline.yaml --name hr_teacher"
 
@@ -97,6 +99,7 @@ def is_frozen(module: nn.Module) -> bool:
 
 
 _COMPARISONS = {"hr_hr": "HR-HR", "lr_lr": "LR-LR", "hr_lr": "HR-LR"}
+_SR_MEASURES = (("psnr", PeakSignalNoiseRatio), ("ssim", StructuralSimilarityIndexMeasure))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -162,6 +165,9 @@ class CrossResMethod(pl.LightningModule):
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.eval_metrics = nn.ModuleDict()
         self.eval_results: dict[str, list[dict[str, Any]]] = {}
+        self.reference_results: dict[str, list[dict[str, Any]]] = {}
+        self.sr_quality: dict[str, list[dict[str, Any]]] = {}  # PSNR / SSIM rows of methods that super-resolve
+        self.sr_metrics = nn.ModuleDict()
         self.eval_scores: dict[str, dict[str, Tensor]] = {}
         self.skipped_steps = 0
         self._rng_to_restore: dict[str, Any] | None = None
@@ -327,6 +333,20 @@ class CrossResMethod(pl.LightningModule):
             embeddings = embeddings + fn(torch.flip(images, dims=[-1]))
         return F.normalize(embeddings.float(), dim=1)
 
+    def reference_embedder(self) -> Callable[[Tensor], Tensor] | None:
+        """The frozen HR network the method starts from (its teacher, guide, recogniser or trunk), or ``None``.
+
+        Evaluation scores it beside the method on the same batches: HR gallery and bicubic probe both through it,
+        rows in :attr:`reference_results`. Methods override this with one line, e.g. ``return self.teacher.embed``.
+        """
+        return None
+
+    def sr_probe(self, images: Tensor) -> Tensor | None:
+        """The super-resolved face of LR probes, scored by PSNR / SSIM against the HR face beside the bicubic probe
+        (rows in :attr:`sr_quality`); ``None`` (the default) where the method does not super-resolve.
+        """
+        return None
+
     def _metric(self, split: str, pair_set: str, comparison: str, protocol: str = "") -> VerificationMetric:
         key = "__".join(k for k in (split, pair_set, comparison, protocol) if k)
         if key not in self.eval_metrics:
@@ -352,27 +372,87 @@ class CrossResMethod(pl.LightningModule):
 
     def _eval_step(self, split: str, batch: dict[str, Any]) -> None:
         batch = self.eval_batch(batch)
+        self._score(split, batch, self.eval_embed_hr, self.eval_embed_lr)
+        self._reference_step(split, batch)
+        self._sr_quality_step(split, batch)
+
+    def _sr_quality_step(self, split: str, batch: dict[str, Any]) -> None:
+        for protocol, lr in batch["lr1"].items():
+            sr = self.sr_probe(lr)
+            if sr is None:
+                return
+            for kind, image in (("sr", sr.clamp(0, 1)), ("bicubic", lr.clamp(0, 1))):
+                for measure, metric_class in _SR_MEASURES:
+                    key = f"{split}__{protocol}__{measure}_{kind}"
+                    if key not in self.sr_metrics:
+                        self.sr_metrics[key] = metric_class().to(self.device)
+                    cast(Metric, self.sr_metrics[key]).update(image, batch["hr1"])
+
+    def _sr_quality_epoch_end(self, split: str) -> None:
+        protocols: dict[str, dict[str, float]] = {}
+        for key, module in self.sr_metrics.items():
+            own_split, protocol, kind = key.split("__")
+            metric = cast(Metric, module)
+            if own_split == split and metric.update_count:
+                protocols.setdefault(protocol, {})[kind] = value = float(metric.compute())
+                metric.reset()
+                self.log(f"{split}_{kind}_{protocol}", value, batch_size=1, sync_dist=True)
+        if protocols:
+            self.sr_quality[split] = [{"split": split, "protocol": p} | v for p, v in sorted(protocols.items())]
+
+    def _reference_step(self, split: str, batch: dict[str, Any]) -> None:
+        """Score :meth:`reference_embedder` on ``batch`` (nothing if the method has no reference network)."""
+        reference = self.reference_embedder()
+        if reference is None:
+            return
+
+        def embed(images: Tensor) -> Tensor:
+            return self._flip_embed(reference, images)
+
+        self._score(split, batch, embed, lambda images, size: embed(images), model="reference")
+
+    def _score(self, split: str, batch: dict[str, Any], embed_hr: Any, embed_lr: Any, model: str = "method") -> None:
+        """Update the metrics of ``model`` with the batch's HR-HR, LR-LR and HR-LR scores, each image embedded once."""
         name, issame, pair_id = batch["pair_set"], batch["issame"], batch["pair_id"]
-        hr1, hr2 = self.eval_embed_hr(batch["hr1"]), self.eval_embed_hr(batch["hr2"])
+        split = split if model == "method" else f"{model}:{split}"  # metric keys "reference:val__synthetic__..."
+        hr1, hr2 = embed_hr(batch["hr1"]), embed_hr(batch["hr2"])
         self._metric(split, name, "hr_hr").update((hr1 * hr2).sum(1), issame, pair_id)
         for protocol, lr1 in batch["lr1"].items():
             size = batch["lr_size"][protocol]
-            lr1 = self.eval_embed_lr(lr1, size)
-            lr2 = self.eval_embed_lr(batch["lr2"][protocol], size)
+            lr1 = embed_lr(lr1, size)
+            lr2 = embed_lr(batch["lr2"][protocol], size)
             self._metric(split, name, "lr_lr", protocol).update((lr1 * lr2).sum(1), issame, pair_id)
             # Knoche et al. §3.4: both pair orders, (LR, HR) and (HR, LR); accuracies averaged.
-            lr_hr = self.cross_score(hr2, lr1, batch["lr1"][protocol])
+            cross_score = self.cross_score if model == "method" else _cosine
+            lr_hr = cross_score(hr2, lr1, batch["lr1"][protocol])
             self._metric(split, name, "lr_hr", protocol).update(lr_hr, issame, pair_id)
-            hr_lr = self.cross_score(hr1, lr2, batch["lr2"][protocol])
+            hr_lr = cross_score(hr1, lr2, batch["lr2"][protocol])
             self._metric(split, name, "hr_lr", protocol).update(hr_lr, issame, pair_id)
 
     def _eval_epoch_end(self, split: str) -> None:
+        rows, scores = self._results(split, "method")
+        for comparison, label in _COMPARISONS.items():
+            accs = [float(r["acc"]) for r in rows if r["comparison"] == label]
+            if accs:
+                self.log(
+                    f"{split}_acc_{comparison}", sum(accs) / len(accs), batch_size=1, prog_bar=True, sync_dist=True
+                )
+        self.eval_results[split] = rows
+        self.eval_scores[split] = scores
+        reference, _ = self._results(split, "reference")
+        if reference:
+            self.reference_results[split] = reference
+        self._sr_quality_epoch_end(split)
+
+    def _results(self, split: str, model: str) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
+        """Compute and reset ``model``'s metrics of ``split``: result rows (logged) and per-pair scores."""
         results: dict[tuple[str, str, str], dict[str, float]] = {}
         scores: dict[str, Tensor] = {}
         for key, module in self.eval_metrics.items():
             metric = cast(VerificationMetric, module)
+            owner, _, key = key.rpartition(":")
             parts = key.split("__")
-            if parts[0] != split:
+            if parts[0] != split or (owner or "method") != model:
                 continue
             if metric.update_count == 0:
                 continue
@@ -394,21 +474,16 @@ class CrossResMethod(pl.LightningModule):
                 other = results[(pair_set, "lr_hr", protocol)]
                 values = {k: (values[k] + other[k]) / 2 for k in values}
             rows.append(
-                {"split": split, "pair_set": pair_set, "comparison": _COMPARISONS[comparison], "protocol": protocol}
+                {"split": split, "model": model, "pair_set": pair_set, "comparison": _COMPARISONS[comparison]}
+                | {"protocol": protocol}
                 | {k: float(v) for k, v in values.items()}
             )
             suffix = f"{pair_set}_{comparison}" + (f"_{protocol}" if protocol else "")
-            self.log(f"{split}_acc_{suffix}", float(values["acc"]), batch_size=1, sync_dist=True)
+            prefix = split if model == "method" else f"{split}_{model}"  # val_reference_acc_synthetic_hr_lr_16px
+            self.log(f"{prefix}_acc_{suffix}", float(values["acc"]), batch_size=1, sync_dist=True)
             if comparison == "hr_lr":
-                self.log(f"{split}_tar_{suffix}", float(values["tar_at_far"]), batch_size=1, sync_dist=True)
-        for comparison, label in _COMPARISONS.items():
-            accs = [float(r["acc"]) for r in rows if r["comparison"] == label]
-            if accs:
-                self.log(
-                    f"{split}_acc_{comparison}", sum(accs) / len(accs), batch_size=1, prog_bar=True, sync_dist=True
-                )
-        self.eval_results[split] = rows
-        self.eval_scores[split] = scores
+                self.log(f"{prefix}_tar_{suffix}", float(values["tar_at_far"]), batch_size=1, sync_dist=True)
+        return rows, scores
 
     def on_validation_start(self) -> None:
         # Under DDP each rank updates its own BatchNorm running statistics (DDP broadcasts rank 0's only at the next
@@ -443,6 +518,10 @@ class CrossResMethod(pl.LightningModule):
             out[f"lr1_{protocol}"] = self.eval_embed_lr(lr1, size)
             out[f"lr2_{protocol}"] = self.eval_embed_lr(batch["lr2"][protocol], size)
         return out
+
+
+def _cosine(hr: Tensor, lr: Tensor, lr_images: Tensor) -> Tensor:
+    return (hr * lr).sum(1)
 
 
 _BACKBONE_MODULES = ("crossres.nn.backbones", "crossres.nn.dlib_resnet", "crossres.nn.distillation")

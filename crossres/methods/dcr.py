@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, cast
 
 import torch
@@ -173,6 +174,9 @@ class DCRTwoStage(CrossResMethod):
         return cast(BranchPair, self.branches[str(size)])
 
     # ---------------------------------------------------------------------------------------- embedding
+    def reference_embedder(self) -> Callable[[Tensor], Tensor] | None:
+        return self.trunk if self.stage == 2 else None  # step 2: the frozen stage-1 trunk
+
     def embed(self, images: Tensor) -> Tensor:
         """Stage 1: the trunk feature ``v``. Stage 2: the HR embedding of :meth:`embed_hr`."""
         if self.stage == 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -130,6 +131,9 @@ class GuidedCNN(CrossResMethod):
             )
 
     # ---------------------------------------------------------------------------------------- embedding
+    def reference_embedder(self) -> Callable[[Tensor], Tensor]:
+        return self.guide  # the frozen guide CNN_H on HR and bicubic faces
+
     def embed(self, images: Tensor) -> Tensor:
         """HR faces: the guide ``CNN_H``."""
         return self.guide(images)

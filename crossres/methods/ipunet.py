@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -98,6 +99,12 @@ class IPUNet(CrossResMethod):
         return downsample(sr, self.image_size).clamp(0.0, 1.0)  # 128 -> 112 (antialiased bicubic)
 
     # ---------------------------------------------------------------------------------------- embedding
+    def reference_embedder(self) -> Callable[[Tensor], Tensor]:
+        return self.recognizer  # the frozen HR recogniser on HR and bicubic faces
+
+    def sr_probe(self, images: Tensor) -> Tensor:
+        return self.super_resolve(images)  # PSNR / SSIM against the HR face, every protocol
+
     def embed(self, images: Tensor) -> Tensor:
         """HR gallery faces: the recogniser (with ``concat_bicubic``: ``[rec(x), rec(SR(x))]``, each normalised)."""
         if self.hparams["concat_bicubic"]:

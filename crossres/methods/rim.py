@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal, get_args
 
@@ -229,6 +230,9 @@ class RIM(CrossResMethod):
             load_pretrained(self.teacher.net, self.settings.teacher_weights, "model.teacher_weights")
 
     # ------------------------------------------------------------------------------------------ embedding
+    def reference_embedder(self) -> Callable[[Tensor], Tensor]:
+        return self.teacher.embed  # the frozen HR teacher N_T on HR and bicubic faces
+
     def embed(self, images: Tensor) -> Tensor:
         """HR gallery faces: the teacher's embedding ``f_T`` (§3.3)."""
         return self.teacher.embed(images)

@@ -34,7 +34,7 @@ from crossres.report.plots import (
     roc_curves,
     sort_protocols,
 )
-from crossres.report.tables import results_table
+from crossres.report.tables import REFERENCE_NAMES, quality_table, reference_table, results_table
 from crossres.transforms.functional import Backend
 
 __all__ = ["build_report", "compare_runs", "find_results_dir", "knoche_table", "read_results", "report_sizes"]
@@ -73,6 +73,19 @@ def find_results_dir(run_dir: str | Path, split: str = "test") -> Path:
             "(or pass --split val for the results of fit/validate)"
         )
     return found[-1].parent
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of an optional results file (``reference_<split>.json``, ``quality_<split>.json``); ``[]`` if absent."""
+    if not path.is_file():
+        return []
+    try:
+        rows = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path} is not a results file ({err}); rerun crossres test to rewrite it") from None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise InputError(f"{path} is not a results file (expected a JSON list of rows); rerun crossres test")
+    return rows
 
 
 def _read_config(results_dir: Path) -> dict[str, Any]:
@@ -325,6 +338,8 @@ def _write_report(
     results_dir: Path, report_dir: Path, rows: list[dict[str, Any]], split: str, examples: bool
 ) -> tuple[list[Path], list[Path]]:
     """Write every file of the report into ``report_dir``; returns (the files, report.md first; the figures)."""
+    reference = _read_rows(results_dir / f"reference_{split}.json")
+    quality = _read_rows(results_dir / f"quality_{split}.json")
     config = _read_config(results_dir)
     run_name = _run_label(results_dir)
     method = _method_name(config, run_name)
@@ -337,11 +352,17 @@ def _write_report(
     notes: list[str] = []
 
     if sizes:
-        path = accuracy_vs_resolution(rows, report_dir / "accuracy_vs_resolution.png", title=f"{method}: {split}")
+        curves: list[dict[str, Any]] = rows
         caption = (
             "CR = HR-LR (solid), ER = LR-LR (dotted), HR-HR (dashed); error bars: standard deviation over the 10 "
             "folds; as Knoche et al. 2021, Fig. 5."
         )
+        if reference:  # the method and the HR network it starts from, one colour each
+            name = REFERENCE_NAMES.get(method, "HR network")
+            curves = [r | {"pair_set": f"{r['pair_set']}: {method}"} for r in rows]
+            curves += [r | {"pair_set": f"{r['pair_set']}: {name}"} for r in reference]
+            caption += f" The {name}: the frozen HR network {method} starts from, on the same pairs."
+        path = accuracy_vs_resolution(curves, report_dir / "accuracy_vs_resolution.png", title=f"{method}: {split}")
         figures.append(("Accuracy vs resolution", path, caption))
     else:
         notes.append("No fixed-size protocol was evaluated: no accuracy-vs-resolution curve.")
@@ -396,6 +417,12 @@ def _write_report(
         "",
         f"HR-LR averages both pair orders (Knoche et al. 2021 §3.4); TAR at FAR = {far:g} (model.far).",
     ]
+    if reference:
+        title = f"{method} beside the HR network it starts from (same pairs, same sizes)"
+        lines += ["", reference_table(rows, reference, method, title=title), ""]
+        lines += ["Differences larger than both fold standard deviations in bold."]
+    if quality:
+        lines += ["", quality_table(quality, title="Super-resolved and bicubic probes against the HR face")]
     knoche = knoche_table(rows, method)
     if knoche:
         lines += ["", "### Knoche et al. protocols (HR-LR accuracy %, as Knoche et al. 2021, Table 2)", "", knoche]
