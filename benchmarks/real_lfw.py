@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -81,11 +80,6 @@ def test(chips: Path, lfw: Path, out: Path, protocol_dir: Path | None) -> Path:
     """``crossres test`` of the pretrained dlib recogniser on ``pairs.txt`` over the chips; returns the results."""
     from crossres.data.chip import knoche_scale
 
-    pairs = out / "pairs" / "pairs.txt"  # the reader finds the images beside the pairs file, under lfw/
-    pairs.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(lfw / "pairs.txt", pairs)
-    if not (pairs.parent / "lfw").exists():
-        (pairs.parent / "lfw").symlink_to(chips.resolve())
     protocols = [*SWEEP, *KNOCHE]
     args = [
         "test",
@@ -100,7 +94,7 @@ def test(chips: Path, lfw: Path, out: Path, protocol_dir: Path | None) -> Path:
         "--data.image_size",
         "[150, 150]",
         "--data.test_sets",
-        f"[{pairs}]",
+        f"[{lfw / 'pairs.txt'}@{chips}]",
         "--data.protocols",
         "[" + ", ".join(map(str, protocols)) + "]",
         "--data.knoche_scale",
