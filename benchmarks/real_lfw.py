@@ -180,6 +180,72 @@ def euclidean_accuracy(descriptors: np.ndarray, pairs: torch.Tensor, issame: tor
     return verification_metrics(scores, issame)
 
 
+#: Knoche et al. 2021 (papers/004), Table 2: their ArcFace ResNet-50 baseline on LFW, HR-LR accuracy %.
+KNOCHE_LFW_BASELINE = {
+    "high_res_focus": 99.20,
+    "mid_res_focus": 95.89,
+    "low_res_focus": 77.57,
+    "avg_sizes": 96.86,
+}
+
+
+def _pct(row: dict, key: str = "acc") -> str:
+    return f"{100 * row[key]:.2f}"
+
+
+def summary_markdown(summary: dict) -> str:
+    """The tables of docs/real_faces.md from ``summary.json``: dlib beside crossres, Knoche's protocols, the sweep."""
+    from crossres.data.chip import knoche_scale
+
+    lines: list[str] = []
+    rows = summary.get("crossres", [])
+    by_key = {(r["comparison"], r["protocol"]): r for r in rows}
+    dlib, hr = summary.get("dlib"), by_key.get(("HR-HR", ""))
+    if dlib and hr:
+        lines += [
+            "| LFW, 6,000 pairs of pairs.txt, 10 folds | accuracy % | TAR @ FAR 1e-3 % | EER % |",
+            "|---|---|---|---|",
+            f"| dlib's own pipeline (Euclidean distance) | {_pct(dlib)} ± {_pct(dlib, 'acc_std')} | "
+            f"{_pct(dlib, 'tar_at_far')} | {_pct(dlib, 'eer')} |",
+            f"| crossres: `dlib_resnet` on `dlib150` chips (cosine) | {_pct(hr)} ± {_pct(hr, 'acc_std')} | "
+            f"{_pct(hr, 'tar_at_far')} | {_pct(hr, 'eer')} |",
+            "",
+            f"Difference (crossres - dlib): {100 * (hr['acc'] - dlib['acc']):+.2f} points.",
+            "",
+        ]
+    knoche = [p for p in KNOCHE if ("HR-LR", p) in by_key]
+    if knoche:
+        lines += [
+            "| Knoche protocol (HR-LR %) | sizes on a 112 px crop | on the chip | dlib_resnet, LFW | "
+            "Knoche et al. 2021 Table 2 (ArcFace R50) |",
+            "|---|---|---|---|---|",
+        ]
+        from crossres.data.protocols import KNOCHE_PROTOCOLS
+
+        for name in knoche:
+            low, high = KNOCHE_PROTOCOLS[name]
+            chip = f"{max(1, round(low * knoche_scale()))}-{min(150, round(high * knoche_scale()))} px"
+            row = by_key[("HR-LR", name)]
+            lines.append(
+                f"| {name} | {low}-{high} px | {chip} | {_pct(row)} ± {_pct(row, 'acc_std')} | "
+                f"{KNOCHE_LFW_BASELINE[name]:.2f} |"
+            )
+        lines.append("")
+    sizes = sorted({int(p[:-2]) for (c, p) in by_key if p.endswith("px")})
+    if sizes:
+        lines += [
+            "| probe on the chip | on a 112 px crop | HR-LR % | LR-LR % | HR-HR % |",
+            "|---|---|---|---|---|",
+        ]
+        for size in sizes:
+            cross, equal = by_key.get(("HR-LR", f"{size}px")), by_key.get(("LR-LR", f"{size}px"))
+            lines.append(
+                f"| {size} px | {size / knoche_scale():.1f} px | {_pct(cross) if cross else '-'} | "
+                f"{_pct(equal) if equal else '-'} | {_pct(hr) if hr else '-'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -236,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     if "report" in args.steps and "results" in summary:
         crossres("report", str(Path(summary["results"]).parent), "--overwrite")
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    (args.out / "real_lfw.md").write_text(summary_markdown(summary))
+    print(f"tables: {args.out / 'real_lfw.md'}")
     return 0
 
 

@@ -73,3 +73,6 @@ def test_test_step_on_a_stand_in_lfw(tmp_path) -> None:
     rows = {(r["comparison"], r["protocol"]) for r in summary["crossres"]}
     assert ("HR-HR", "") in rows and ("HR-LR", "low_res_focus") in rows and ("HR-LR", "8px") in rows
     assert (out / "dlib_pretrained").is_dir()
+    tables = (out / "real_lfw.md").read_text()
+    assert "| low_res_focus | 5-10 px | 7-15 px |" in tables  # Knoche's sizes scaled by the eyes' distance
+    assert "| 8 px | 5.4 px |" in tables
