@@ -369,7 +369,8 @@ def _detect_align(args: argparse.Namespace) -> int:
 
 
 def _align(args: argparse.Namespace) -> int:
-    from crossres.data.align import align_folder, point_weights
+    from crossres.data.align import align_folder
+    from crossres.data.similarity import point_weights
 
     if not args.src.is_dir():
         raise _UsageError(f"SRC {args.src}: no such directory")

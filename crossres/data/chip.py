@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from crossres.data.align import arcface_template, estimate_similarity
+from crossres.data.similarity import arcface_template, estimate_similarity
 
 __all__ = [
     "DLIB5_FROM_68",

@@ -34,8 +34,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from crossres.data.align import TEMPLATES, Template, cut_face, load_landmarks, output_file, write_image
+from crossres.data.align import TEMPLATES, Template, cut_face, output_file, write_image
 from crossres.data.formats import IMAGE_EXTENSIONS, decode_image_bytes
+from crossres.data.landmarks import load_landmarks68
 from crossres.data.priors import NUM_LANDMARKS
 
 __all__ = [
@@ -684,21 +685,3 @@ def detect_align_folder(
     }
     counts.update({f"found_by {stage}": n for stage, n in found_by.items()})
     return counts
-
-
-def load_landmarks68(landmarks_file: str | Path) -> dict[str, Tensor]:
-    """Read 68 iBUG landmarks per image, for RIM's heatmap and parsing priors on real data.
-
-    Args:
-        landmarks_file: the ``landmarks.json`` of :func:`detect_align_folder` (entries with a ``"landmarks"``
-            key), a JSON ``{path: [[x, y] * 68]}``, or a CSV ``path,x0,y0,...,x67,y67`` (an optional header
-            line is skipped).
-
-    Returns:
-        Image path (as written in the file) -> ``(68, 2)`` float64 tensor.
-
-    Raises:
-        FileNotFoundError: if the file is missing.
-        ValueError: on a malformed entry (the message names the file and line or key).
-    """
-    return load_landmarks(landmarks_file, num_points=NUM_LANDMARKS, entry_key="landmarks")

@@ -717,7 +717,7 @@ class ImageFolderFaces(Dataset):
             :class:`~crossres.errors.InputError`). ``None``: every folder.
         landmarks: 68 landmarks per image, paths relative to ``root``: the ``landmarks.json`` that
             ``crossres align`` writes beside its output, or any JSON/CSV in iBUG order
-            (:func:`crossres.data.detect.load_landmarks68`).
+            (:func:`crossres.data.landmarks.load_landmarks68`).
         image_size: ``(h, w)`` every image must have (a batch stacks them); ``None``: any size.
         skip_corrupt: replace unreadable images by the next readable one instead of raising.
 
@@ -751,7 +751,7 @@ class ImageFolderFaces(Dataset):
         self.num_classes = len(self.classes)
         self.landmarks: list[Tensor] | None = None
         if landmarks is not None:
-            from crossres.data.detect import load_landmarks68
+            from crossres.data.landmarks import load_landmarks68
 
             table = load_landmarks68(landmarks)
             names = [path.relative_to(self.root).as_posix() for path, _ in self.samples]
