@@ -57,6 +57,9 @@ def test_reference_in_the_files_and_the_report(rim_run: tuple[object, Path]) -> 
     report = build_report(run, split="val", overwrite=True, examples=False)[0].read_text()
     assert "RIM − teacher (points)" in report and re.search(r"\| synthetic \| HR-LR \| 8px \|", report)
     assert "PSNR dB, SR" in report
+    lines = [line for line in report.splitlines() if line.startswith("| synthetic |") and "RIM" not in line]
+    side_by_side = [line for line in lines if line.count("|") == 7]
+    assert len(side_by_side) == len(set(side_by_side)) > 0  # one line per comparison and LR size, none twice
 
 
 def _run_recipe() -> list[list[str]]:

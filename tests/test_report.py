@@ -279,3 +279,16 @@ def test_report_captions_name_papers_and_far(tmp_path: Path) -> None:
     text = (results / "report" / "report.md").read_text()
     assert "Knoche et al. 2021, Fig. 5" in text and "004 Fig" not in text
     assert "TAR@FAR=0.0001 %" in text and "FAR = 0.0001" in text
+
+
+def test_reference_table_one_line_per_comparison_and_size() -> None:
+    from crossres.report.tables import reference_table
+
+    def row(comparison: str, protocol: str, acc: float) -> dict:
+        return {"pair_set": "s", "comparison": comparison, "protocol": protocol, "acc": acc, "acc_std": 0.01}
+
+    keys = [("HR-HR", ""), ("HR-LR", "8px"), ("LR-LR", "8px"), ("HR-LR", "16px"), ("LR-LR", "16px")]
+    table = reference_table([row(c, p, 0.9) for c, p in keys], [row(c, p, 0.8) for c, p in keys], "RIM")
+    lines = table.splitlines()[2:]
+    assert len(lines) == len(keys) == len(set(lines))
+    assert lines[1] == "| s | HR-LR | 8px | 90.00 ± 1.00 | 80.00 ± 1.00 | **+10.00** |"

@@ -87,7 +87,9 @@ def reference_table(
         "|---|---|---|---|---|---|",
     ]
     for pair_set in sorted({r["pair_set"] for r in rows}):
-        protocols = _sorted_protocols([r["protocol"] for r in rows if r["pair_set"] == pair_set and r["protocol"]])
+        protocols = _sorted_protocols(
+            list({r["protocol"] for r in rows if r["pair_set"] == pair_set and r["protocol"]})
+        )
         keys = [(pair_set, "HR-HR", "")] + [(pair_set, c, p) for c in ("HR-LR", "LR-LR") for p in protocols]
         for key in keys:
             a, b = ours.get(key), theirs.get(key)
