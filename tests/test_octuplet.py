@@ -74,19 +74,26 @@ def test_fit_starts_from_the_recogniser(tiny_args: list[str], tmp_path: Path) ->
         assert torch.equal(cli.model.backbone.state_dict()[key].cpu(), state[key]), key
 
 
-def test_missing_recognizer_names_the_command(tiny_args: list[str], tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError) as error:
+def test_missing_recognizer_names_the_command(
+    tiny_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
         main(["fit", *TINY_OCTUPLET, *tiny_args, f"--model.recognizer_weights={tmp_path / 'none.ckpt'}"])
-    assert HR_MODEL_COMMAND in str(error.value) and "model.recognizer_weights" in str(error.value)
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert HR_MODEL_COMMAND in error and "model.recognizer_weights" in error
 
 
 @pytest.mark.parametrize(
     "bad", [["--data.train_sampler=random"], ["--data.images_per_class=1"]], ids=["random", "one per identity"]
 )
-def test_refuses_batches_without_positives(tiny_args: list[str], tmp_path: Path, bad: list[str]) -> None:
+def test_refuses_batches_without_positives(
+    tiny_args: list[str], tmp_path: Path, bad: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     args = [*TINY_OCTUPLET, *tiny_args, f"--model.recognizer_weights={_teacher(tmp_path)}", *bad]
-    with pytest.raises(ValueError, match="identity_balanced"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["fit", *args])
+    assert exit_info.value.code == 2 and "identity_balanced" in capsys.readouterr().err
 
 
 def test_training_step_is_the_octuplet_loss_of_one_forward_pass() -> None:

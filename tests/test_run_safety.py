@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -80,27 +81,38 @@ def test_test_without_a_logger_still_writes_its_own_folder(fitted: Path, tmp_pat
     assert len(list(run.glob("test-*/results_test.csv"))) == 1
 
 
+def _bad_input(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run ``crossres`` in-process on bad input: exit status 2 and one message on stderr, which is returned."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------- resuming
-def test_resume_last_without_last_ckpt_stops_and_touches_nothing(fitted: Path, tmp_path: Path) -> None:
+def test_resume_last_without_last_ckpt_stops_and_touches_nothing(
+    fitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = _copy(fitted, tmp_path)
     (run / "checkpoints" / "last.ckpt").unlink()
     before = _digests(run)
     args = [f"--runs_dir={run.parent}", *TINY_TRAINER, *TINY_DATA, *TINY_MODEL]
-    with pytest.raises(FileNotFoundError, match="nothing to resume"):
-        main(["fit", *args, "--name=tiny", "--ckpt_path=last"])
+    assert "nothing to resume" in _bad_input(capsys, "fit", *args, "--name=tiny", "--ckpt_path=last")
     assert _digests(run) == before
-    with pytest.raises(FileNotFoundError, match="nothing to resume"):
-        main(["fit", *args, "--name=new", "--ckpt_path=last"])
+    assert "nothing to resume" in _bad_input(capsys, "fit", *args, "--name=new", "--ckpt_path=last")
     assert not (run.parent / "new").exists()
 
 
-def test_fit_from_another_runs_checkpoint_refuses_an_existing_run(fitted: Path, tmp_path: Path) -> None:
+def test_fit_from_another_runs_checkpoint_refuses_an_existing_run(
+    fitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = _copy(fitted, tmp_path)
     other = _copy(fitted, tmp_path / "other")
     before = _digests(run)
     args = [f"--runs_dir={run.parent}", *TINY_TRAINER, *TINY_DATA, *TINY_MODEL, "--name=tiny"]
-    with pytest.raises(FileExistsError, match="not one of its checkpoints"):
-        main(["fit", *args, f"--ckpt_path={other / 'checkpoints' / 'last.ckpt'}"])
+    error = _bad_input(capsys, "fit", *args, f"--ckpt_path={other / 'checkpoints' / 'last.ckpt'}")
+    assert "not one of its checkpoints" in error
     assert _digests(run) == before
 
 
@@ -140,10 +152,12 @@ def test_resume_after_sigkill_keeps_the_metrics_history_and_the_config(tmp_path:
 
 
 # ------------------------------------------------------------------------------------ checkpoint and weights
-def test_checkpoint_of_another_method_is_an_error(fitted: Path, tmp_path: Path) -> None:
+def test_checkpoint_of_another_method_is_an_error(
+    fitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = [f"--runs_dir={tmp_path}", *TINY_TRAINER, *TINY_DATA, "--model=BatchCR", "--model.embedding_size=32"]
-    with pytest.raises(ValueError, match=r"holds a Baseline .*crossres.methods.BatchCR"):
-        main(["test", *args, f"--ckpt_path={fitted / 'checkpoints' / 'last.ckpt'}"])
+    error = _bad_input(capsys, "test", *args, f"--ckpt_path={fitted / 'checkpoints' / 'last.ckpt'}")
+    assert re.search(r"holds a Baseline .*crossres.methods.BatchCR", error)
     assert not (tmp_path / "batch_cr").exists()
 
 
@@ -156,9 +170,11 @@ def backbone_pth(fitted: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return path
 
 
-def test_ckpt_path_with_a_plain_state_dict_suggests_weights(backbone_pth: Path, tiny_args: list[str]) -> None:
-    with pytest.raises(ValueError, match=r"not a Lightning checkpoint.*--weights"):
-        main(["test", *tiny_args, *TINY_MODEL, f"--ckpt_path={backbone_pth}"])
+def test_ckpt_path_with_a_plain_state_dict_suggests_weights(
+    backbone_pth: Path, tiny_args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    error = _bad_input(capsys, "test", *tiny_args, *TINY_MODEL, f"--ckpt_path={backbone_pth}")
+    assert re.search(r"not a Lightning checkpoint.*--weights", error)
 
 
 def test_weights_evaluate_a_pretrained_backbone_without_training(
@@ -173,21 +189,25 @@ def test_weights_evaluate_a_pretrained_backbone_without_training(
 
 
 @pytest.mark.parametrize(
-    "extra, error, match",
+    "extra, match",
     [
-        (["--model.finetune_from={pth}"], ValueError, "only initialises training"),
-        (["--weights={pth}", "--ckpt_path={ckpt}"], ValueError, "pass --ckpt_path to evaluate a checkpoint"),
-        (["--weights={pth}", "--model.finetune_from={pth}"], ValueError, "both initialise the backbone"),
-        (["--weights=missing.pth"], FileNotFoundError, "missing.pth"),
+        (["--model.finetune_from={pth}"], "only initialises training"),
+        (["--weights={pth}", "--ckpt_path={ckpt}"], "pass --ckpt_path to evaluate a checkpoint"),
+        (["--weights={pth}", "--model.finetune_from={pth}"], "both initialise the backbone"),
+        (["--weights=missing.pth"], "missing.pth"),
     ],
 )
 def test_options_that_cannot_apply_are_errors(
-    fitted: Path, backbone_pth: Path, tiny_args: list[str], extra: list[str], error: type, match: str
+    fitted: Path,
+    backbone_pth: Path,
+    tiny_args: list[str],
+    extra: list[str],
+    match: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     ckpt = fitted / "checkpoints" / "last.ckpt"
     extra = [e.format(pth=backbone_pth, ckpt=ckpt) for e in extra]
-    with pytest.raises(error, match=match):
-        main(["test", *tiny_args, *TINY_MODEL, *extra])
+    assert match in _bad_input(capsys, "test", *tiny_args, *TINY_MODEL, *extra)
 
 
 def test_weights_need_a_method_with_one_backbone(backbone_pth: Path) -> None:
@@ -208,7 +228,7 @@ def test_pretrained_eval_config_describes_an_insightface_iresnet50(capsys: pytes
     assert printed["weights"] == "backbone.pth" and "low_res_focus" in printed["data"]["protocols"]
 
 
-def test_ckpt_path_auto_resumes_or_starts(fitted: Path, tmp_path: Path) -> None:
+def test_ckpt_path_auto_resumes_or_starts(fitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = _copy(fitted, tmp_path)
     args = [f"--runs_dir={run.parent}", *TINY_TRAINER, *TINY_DATA, *TINY_MODEL, "--ckpt_path=auto"]
     cli = main(["fit", *args, "--name=new"])  # nothing to resume: a new run
@@ -216,5 +236,4 @@ def test_ckpt_path_auto_resumes_or_starts(fitted: Path, tmp_path: Path) -> None:
     cli = main(["fit", *args, "--name=tiny", "--trainer.max_epochs=2"])  # resumes tiny's last.ckpt
     assert cli.trainer.ckpt_path == str(run / "checkpoints" / "last.ckpt")
     (run / "checkpoints" / "last.ckpt").unlink()
-    with pytest.raises(FileExistsError, match="already holds a run"):  # no checkpoint, but a run: never over it
-        main(["fit", *args, "--name=tiny"])
+    assert "already holds a run" in _bad_input(capsys, "fit", *args, "--name=tiny")  # a run, no checkpoint

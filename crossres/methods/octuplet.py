@@ -8,6 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from crossres.errors import InputError
 from crossres.losses.octuplet import OctupletLoss, Term
 from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, load_pretrained
 from crossres.nn.backbones import build_backbone
@@ -98,7 +99,7 @@ class Octuplet(CrossResMethod):
             return
         sampler, per_class = data_hparams["train_sampler"], int(data_hparams.get("images_per_class", 1))
         if sampler != "identity_balanced" or per_class < 2:
-            raise ValueError(
+            raise InputError(
                 "Octuplet mines a positive (another image of the anchor's identity) for every anchor, so every "
                 f"batch needs several images per identity, but data.train_sampler={sampler!r}, "
                 f"data.images_per_class={per_class}; set data.train_sampler: identity_balanced and "
