@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import common
 import torch
 import yaml
 from common import REPO, format_table, machine, quiet_lightning, write_json
@@ -134,7 +135,6 @@ def method_settings(name: str, batch: int, image_size: int) -> tuple[dict, str, 
 
 def measure(name: str, batch: int, image_size: int, folder: Path) -> dict[str, Any]:
     """Build one method and train it for one batch; the memory high-water marks along the way."""
-    import lightning.pytorch as pl
 
     from crossres.data.datamodule import FaceDataModule
 
@@ -156,19 +156,7 @@ def measure(name: str, batch: int, image_size: int, folder: Path) -> dict[str, A
     rss_model = peak_rss_mb()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    trainer = pl.Trainer(
-        accelerator="gpu" if cuda else "cpu",
-        devices=1,
-        precision=precision,
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = common.trainer(limit_train_batches=1, accelerator="gpu" if cuda else "cpu", precision=precision)
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
     seconds = time.perf_counter() - start

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import common
 import lightning.pytorch as pl
 import numpy as np
 import torch
@@ -105,19 +106,7 @@ def run_lightning(data: dict[str, Any], model_args: dict[str, Any], seed: int, d
     model = Baseline(**model_args)
     initial = {key: value.detach().clone() for key, value in model.state_dict().items()}
     recorder = LossRecorder()
-    trainer = pl.Trainer(
-        accelerator=device.type,
-        devices=1,
-        precision="32-true",
-        max_epochs=1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[recorder],
-    )
+    trainer = common.trainer(accelerator=device.type, callbacks=[recorder], precision="32-true")
     datamodule = FaceDataModule(**data)
     synchronize(device)
     start = time.perf_counter()

@@ -97,29 +97,40 @@ class EpochPrinter(pl.Callback):
 
 
 def trainer(
-    epochs: int, validate: bool = False, print_epochs: bool = False, limit_train_batches: int | None = None
+    epochs: int = 1,
+    validate: bool = False,
+    print_epochs: bool = False,
+    limit_train_batches: int | None = None,
+    accelerator: str = "cpu",
+    callbacks: list[pl.Callback] | None = None,
+    **overrides: Any,
 ) -> pl.Trainer:
-    """A quiet CPU trainer: no logger, checkpoints, progress bar or sanity check.
+    """A quiet one-device trainer: no logger, checkpoints, progress bar, model summary or sanity check.
 
     Args:
         epochs: ``max_epochs``.
         validate: run validation (else fit without it; the scripts evaluate once at the end).
         print_epochs: print the training losses after every epoch (:class:`EpochPrinter`).
         limit_train_batches: batches per epoch (``None``: all).
+        accelerator: ``"cpu"``, ``"gpu"`` or ``"cuda"``.
+        callbacks: more callbacks (timers, recorders).
+        **overrides: any other ``pl.Trainer`` argument (``precision``, ``strategy``, ...).
     """
-    return pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[EpochPrinter()] if print_epochs else None,
-        limit_val_batches=1.0 if validate else 0,
-        limit_train_batches=limit_train_batches,
-    )
+    callbacks = [*(callbacks or []), *([EpochPrinter()] if print_epochs else [])]
+    options: dict[str, Any] = {
+        "max_epochs": epochs,
+        "accelerator": accelerator,
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "callbacks": callbacks or None,
+        "limit_val_batches": 1.0 if validate else 0,
+        "limit_train_batches": limit_train_batches,
+    }
+    return pl.Trainer(**(options | overrides))
 
 
 def quiet_lightning() -> None:

@@ -63,6 +63,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import common
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
@@ -450,19 +451,7 @@ def method_step(name: str, args: argparse.Namespace, device: torch.device, box: 
     steps = args.method_warmup + args.method_steps
     datamodule.train_dataloader = lambda: ReplayedBatch(cpu_batch, steps)  # type: ignore[method-assign]
     timer = StepTimer(device, box)
-    trainer = pl.Trainer(
-        accelerator=device.type,
-        devices=1,
-        precision=args.precision,
-        max_epochs=1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-    )
+    trainer = common.trainer(accelerator=device.type, precision=args.precision, callbacks=[timer])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     trainer.fit(model, datamodule=datamodule)
@@ -782,20 +771,12 @@ def section_ddp(args: argparse.Namespace, device: torch.device, box: Box, result
         for name, strategy in (("single", "auto"), ("ddp", DDPStrategy(process_group_backend=backend))):
             pl.seed_everything(args.seed, verbose=False)
             recorder = LossRecorder()
-            trainer = pl.Trainer(
+            trainer = common.trainer(
+                limit_train_batches=2,
                 accelerator=device.type,
-                devices=1,
+                callbacks=[recorder],
                 strategy=strategy,
                 precision="32-true",
-                max_epochs=1,
-                limit_train_batches=2,
-                limit_val_batches=0,
-                num_sanity_val_steps=0,
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                callbacks=[recorder],
             )
             trainer.fit(Baseline(**model_args), datamodule=FaceDataModule(**data))
             curves[name] = recorder.losses

@@ -11,7 +11,7 @@ from torch import Tensor
 from crossres.errors import InputError
 from crossres.losses.octuplet import OctupletLoss, Term
 from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, load_pretrained
-from crossres.nn.backbones import build_backbone
+from crossres.methods.parts import recogniser_backbone
 
 __all__ = ["Octuplet"]
 
@@ -59,12 +59,7 @@ class Octuplet(CrossResMethod):
 
     def build(self) -> None:
         hp = self.hparams
-        self.backbone = build_backbone(
-            hp["backbone"],
-            embedding_size=hp["embedding_size"],
-            image_size=self.image_size,
-            **(hp["backbone_kwargs"] or {}),
-        )
+        self.backbone = recogniser_backbone(self)
         terms: list[Term] | None = list(hp["terms"]) if hp["terms"] is not None else None
         self.octuplet = OctupletLoss(
             margin=hp["margin"], distance=hp["distance"], normalize=hp["normalize"], terms=terms

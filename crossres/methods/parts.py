@@ -5,13 +5,28 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from crossres.methods.base import CrossResMethod
 from crossres.nn.backbones import build_backbone
 from crossres.nn.heads import build_head
 
-__all__ = ["RecogniserMethod", "nearest_size_index"]
+__all__ = ["RecogniserMethod", "nearest_size_index", "recogniser_backbone"]
+
+
+def recogniser_backbone(method: CrossResMethod) -> nn.Module:
+    """The backbone a method's ``backbone``, ``embedding_size`` and ``backbone_kwargs`` hyper-parameters name.
+
+    Args:
+        method: a method with those hyper-parameters (its ``image_size`` is the backbone's input).
+    """
+    hp = method.hparams
+    return build_backbone(
+        hp["backbone"],
+        embedding_size=hp["embedding_size"],
+        image_size=method.image_size,
+        **(hp["backbone_kwargs"] or {}),
+    )
 
 
 def nearest_size_index(lr_size: Tensor, sizes: list[int]) -> Tensor:
@@ -56,12 +71,7 @@ class RecogniserMethod(CrossResMethod):
 
     def build(self) -> None:
         hp = self.hparams
-        self.backbone = build_backbone(
-            hp["backbone"],
-            embedding_size=hp["embedding_size"],
-            image_size=self.image_size,
-            **(hp["backbone_kwargs"] or {}),
-        )
+        self.backbone = recogniser_backbone(self)
         self.head = build_head(
             hp["head"], hp["embedding_size"], hp["num_classes"], scale=hp["scale"], margin=hp["margin"]
         )
