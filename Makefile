@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
-# `make run`: the 64 px teacher and a 4-epoch RIM of experiments/make_run/ (15 minutes on 2 CPU cores, install
-# included); extra arguments for either fit, e.g. RIM_ARGS="--trainer.max_epochs 6 --trainer.check_val_every_n_epoch 6".
+# `make run`: the 64 px teacher and a 4-epoch RIM of experiments/make_run/ (measured times in README.md); extra
+# arguments for either fit, e.g. RIM_ARGS="--trainer.max_epochs 6 --trainer.check_val_every_n_epoch 6".
 TEACHER_ARGS ?=
 RIM_ARGS ?=
 COMPARE_ARGS ?=
