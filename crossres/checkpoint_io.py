@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from crossres.errors import InputError
 
-__all__ = ["AtomicCheckpointIO", "ResumableCheckpoint", "check_checkpoint_file"]
+__all__ = ["AtomicCheckpointIO", "ResumableCheckpoint", "unreadable_checkpoint"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -58,36 +57,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except FileNotFoundError:
             raise
         except Exception as err:  # torch.load of a truncated file or random bytes: unpickling / zip errors
-            raise InputError(_unreadable(path, err)) from err
+            raise InputError(unreadable_checkpoint(path, err)) from err
 
 
-def check_checkpoint_file(path: str | Path | None) -> None:
-    """Refuse a checkpoint file that is truncated or not a checkpoint at all, naming it.
-
-    A torch zip archive is recognised by its directory alone (no tensor is read); any other file must load with
-    ``torch.load(weights_only=True)``. Missing files, remote paths and Lightning's aliases (``last``, ...) pass.
-
-    Args:
-        path: the checkpoint (``--ckpt_path``), or ``None``.
-
-    Raises:
-        InputError: if the file is unreadable as a checkpoint.
-    """
-    if path is None or "://" in str(path) or not Path(path).is_file():
-        return
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if any(name.rpartition("/")[2] == "data.pkl" for name in archive.namelist()):
-                return
-    except (zipfile.BadZipFile, OSError, ValueError):
-        pass
-    try:  # not a torch zip archive: a legacy torch.save file, or not a checkpoint
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise InputError(_unreadable(path, err)) from err
-
-
-def _unreadable(path: Any, err: BaseException) -> str:
+def unreadable_checkpoint(path: Any, err: BaseException) -> str:
+    """The message for a checkpoint file that does not load: it names the file and what to do."""
     text = str(err).strip()
     if "WeightsUnpickler error:" in text:  # torch's advice around it (weights_only=False) does not apply here
         text = text.split("WeightsUnpickler error:", 1)[1].strip()

@@ -23,7 +23,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities import rank_zero_info
 
 import crossres.methods  # noqa: F401  (registers every method for --model)
-from crossres.checkpoint_io import ResumableCheckpoint, check_checkpoint_file
+from crossres.checkpoint_io import ResumableCheckpoint, unreadable_checkpoint
 from crossres.data.datamodule import FaceDataModule
 from crossres.errors import InputError
 from crossres.loggers import RunCSVLogger
@@ -91,7 +91,7 @@ def _read_checkpoint(path: str) -> dict[str, Any]:
         except RuntimeError:  # not a zip file: the legacy format cannot be memory-mapped
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise InputError(f"--ckpt_path {path}: not readable as a Lightning checkpoint ({error}); {hint}") from error
+        raise InputError(f"--ckpt_path: {unreadable_checkpoint(path, error)}; {hint}") from error
     if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
         raise InputError(
             f"--ckpt_path {path} is not a Lightning checkpoint (no 'state_dict'; an insightface backbone.pth is a "
@@ -183,7 +183,6 @@ class CrossResCLI(LightningCLI):
         if ckpt_path and ckpt_path not in _CKPT_ALIASES:
             if not Path(ckpt_path).is_file():
                 raise FileNotFoundError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
-            check_checkpoint_file(ckpt_path)  # a truncated or foreign file is named before anything unpickles it
             checkpoint = _read_checkpoint(ckpt_path)
             _check_checkpoint_class(checkpoint, ckpt_path, cfg.model.class_path)
             if fitting:
