@@ -20,6 +20,8 @@ from typing_extensions import Self
 
 from crossres.metrics.image_quality import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from crossres.metrics.verification import VerificationMetric
+from crossres.nn.backbones import build_backbone
+from crossres.nn.heads import build_head
 from crossres.nn.weights import load_backbone_weights
 
 __all__ = [
@@ -27,10 +29,13 @@ __all__ = [
     "HR_MODEL_PATH",
     "CrossResMethod",
     "NonFiniteLossError",
+    "RecogniserMethod",
     "freeze",
     "is_frozen",
     "load_method",
     "load_pretrained",
+    "nearest_size_index",
+    "recogniser_backbone",
 ]
 
 #: Where the method configs expect the HR recogniser (guide / teacher), and how it is made (`make run`: 64 px).
@@ -635,3 +640,70 @@ def load_method(path: str | Path, map_location: str | torch.device = "cpu", **kw
         raise ValueError(f"{path}: {class_path} is not a crossres method")
     model = cls.load_from_checkpoint(path, map_location=map_location, weights_only=True, **kwargs)
     return model.eval()
+
+
+# ------------------------------------------------------------------------------ parts several methods share
+def recogniser_backbone(method: CrossResMethod) -> nn.Module:
+    """The backbone a method's ``backbone``, ``embedding_size`` and ``backbone_kwargs`` hyper-parameters name.
+
+    Args:
+        method: a method with those hyper-parameters (its ``image_size`` is the backbone's input).
+    """
+    hp = method.hparams
+    return build_backbone(
+        hp["backbone"],
+        embedding_size=hp["embedding_size"],
+        image_size=method.image_size,
+        **(hp["backbone_kwargs"] or {}),
+    )
+
+
+def nearest_size_index(lr_size: Tensor, sizes: list[int]) -> Tensor:
+    """Index of the size in ``sizes`` nearest each probe's height; of equal gaps, the first listed.
+
+    Args:
+        lr_size: ``(B, 2)`` ``(h, w)`` of the probes.
+        sizes: the LR sizes (px) of the networks to route to (branch pairs, learners).
+
+    Returns:
+        Long ``(B,)`` indices into ``sizes``.
+    """
+    heights = lr_size.reshape(-1, 2)[:, 0].to(torch.long)
+    candidates = torch.tensor(sizes, device=heights.device)
+    return (heights[:, None] - candidates[None, :]).abs().argmin(dim=1)  # argmin keeps the first of equal gaps
+
+
+class RecogniserMethod(CrossResMethod):
+    """A method whose network is one face recogniser: a backbone and a margin head (Baseline, BatchCR, SiameseCR).
+
+    Args:
+        backbone: ``iresnet18`` … ``iresnet100`` (the papers' ResNet-50 is ``iresnet50``) or a timm model name.
+        backbone_kwargs: extra backbone arguments, e.g. ``{"width": 16}`` for a small iresnet.
+        embedding_size: feature dimension.
+        head: classification head: ``softmax``, ``cosface`` or ``arcface``.
+        scale: margin heads' logit scale ``s``.
+        margin: margin ``m`` (``None``: the head's default, 0.5 ArcFace / 0.35 CosFace).
+        **kwargs: optimisation and evaluation arguments of :class:`CrossResMethod`.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "iresnet18",
+        backbone_kwargs: dict[str, Any] | None = None,
+        embedding_size: int = 512,
+        head: Literal["softmax", "cosface", "arcface"] = "arcface",
+        scale: float = 64.0,
+        margin: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+
+    def build(self) -> None:
+        hp = self.hparams
+        self.backbone = recogniser_backbone(self)
+        self.head = build_head(
+            hp["head"], hp["embedding_size"], hp["num_classes"], scale=hp["scale"], margin=hp["margin"]
+        )
+
+    def embed(self, images: Tensor) -> Tensor:
+        return self.backbone(images)

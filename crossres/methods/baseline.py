@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from crossres.methods.parts import RecogniserMethod
+from crossres.methods.base import RecogniserMethod
 from crossres.nn.weights import load_backbone_weights
 
 __all__ = ["Baseline"]
@@ -24,7 +24,7 @@ class Baseline(RecogniserMethod):
         train_on: ``hr`` (the HR baseline), ``lr`` (LR faces at the data module's sizes) or ``mixed``.
         finetune_from: checkpoint (crossres ``.ckpt`` or insightface ``backbone.pth``) whose backbone (and,
             for a crossres checkpoint of the same classes, head) initialise this model before ``fit``.
-        **kwargs: the recogniser's arguments (:class:`~crossres.methods.parts.RecogniserMethod`: backbone, head)
+        **kwargs: the recogniser's arguments (:class:`~crossres.methods.base.RecogniserMethod`: backbone, head)
             and the optimisation and evaluation arguments of :class:`CrossResMethod`.
     """
 

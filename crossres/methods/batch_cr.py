@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from crossres.methods.parts import RecogniserMethod
+from crossres.methods.base import RecogniserMethod
 
 __all__ = ["BatchCR"]
 
@@ -21,7 +21,7 @@ class BatchCR(RecogniserMethod):
     The paper's notes, the equations-to-code map and the deviations: ``docs/methods/batch_cr.md``.
 
     Args:
-        **kwargs: the recogniser's arguments (:class:`~crossres.methods.parts.RecogniserMethod`: backbone, head)
+        **kwargs: the recogniser's arguments (:class:`~crossres.methods.base.RecogniserMethod`: backbone, head)
             and the optimisation and evaluation arguments of :class:`CrossResMethod`.
     """
 

@@ -11,8 +11,7 @@ from torch import Tensor, nn
 
 from crossres.losses.center import CenterLoss
 from crossres.losses.coupled import CoupledMappingLoss
-from crossres.methods.base import CrossResMethod, freeze, load_pretrained
-from crossres.methods.parts import nearest_size_index
+from crossres.methods.base import CrossResMethod, freeze, load_pretrained, nearest_size_index
 from crossres.nn.backbones import build_backbone
 from crossres.nn.coupled import BranchPair, DCRTrunk, ResolutionEstimator, count_parameters
 from crossres.nn.heads import build_head

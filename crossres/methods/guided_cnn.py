@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crossres.losses.guidance import FeatureGuidanceLoss
-from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, freeze, load_pretrained
-from crossres.methods.parts import nearest_size_index
+from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, freeze, load_pretrained, nearest_size_index
 from crossres.nn.backbones import build_backbone
 from crossres.nn.heads import build_head
 from crossres.transforms.functional import occlusion_mask, resolve_size

@@ -10,8 +10,7 @@ from torch import Tensor
 
 from crossres.errors import InputError
 from crossres.losses.octuplet import OctupletLoss, Term
-from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, load_pretrained
-from crossres.methods.parts import recogniser_backbone
+from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, load_pretrained, recogniser_backbone
 
 __all__ = ["Octuplet"]
 

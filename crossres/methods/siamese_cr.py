@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from crossres.losses.distance import CosineDistanceLoss
-from crossres.methods.parts import RecogniserMethod
+from crossres.methods.base import RecogniserMethod
 
 __all__ = ["SiameseCR"]
 
@@ -28,7 +28,7 @@ class SiameseCR(RecogniserMethod):
             ``data.lr_views`` size).
         distance_weight: weight of each distance term; ``None``: 25 for ``st``/``st_m1`` (Eq. (7)), 3 for
             ``st_m2`` (§6.2).
-        **kwargs: the recogniser's arguments (:class:`~crossres.methods.parts.RecogniserMethod`: backbone, head)
+        **kwargs: the recogniser's arguments (:class:`~crossres.methods.base.RecogniserMethod`: backbone, head)
             and the optimisation and evaluation arguments of :class:`CrossResMethod`.
     """
 
