@@ -35,6 +35,14 @@ TINY_TRAINER = [
     "--trainer.logger=null",
     "--trainer.callbacks=null",
 ]
+#: A tiny Baseline, for tests of the command line rather than of a method.
+TINY_MODEL = [
+    "--model=Baseline",
+    "--model.backbone=iresnet18",
+    "--model.backbone_kwargs={width: 8}",
+    "--model.embedding_size=32",
+    "--model.lr=0.05",
+]
 
 
 @pytest.fixture

@@ -14,15 +14,7 @@ import crossres.methods
 from crossres.cli import main
 from crossres.methods import Baseline
 
-from .conftest import REPO
-
-TINY_MODEL = [
-    "--model=Baseline",
-    "--model.backbone=iresnet18",
-    "--model.backbone_kwargs={width: 8}",
-    "--model.embedding_size=32",
-    "--model.lr=0.05",
-]
+from .conftest import REPO, TINY_MODEL
 
 
 def _fit(args: list[str], name: str = "tiny") -> Path:

@@ -25,16 +25,9 @@ from crossres.report.plots import (
 )
 from crossres.report.run_report import build_report, compare_runs, find_results_dir, knoche_table, report_sizes
 
-from .conftest import REPO, TINY_DATA, TINY_TRAINER
+from .conftest import REPO, TINY_DATA, TINY_MODEL, TINY_TRAINER
 
 PROTOCOLS = [4, 8, 12, 16, 24, 32]
-TINY_MODEL = [
-    "--model=Baseline",
-    "--model.backbone=iresnet18",
-    "--model.backbone_kwargs={width: 8}",
-    "--model.embedding_size=32",
-    "--model.lr=0.05",
-]
 FIGURES = ("accuracy_vs_resolution.png", "distance_distributions.png", "roc.png", "example_pairs.png")
 
 

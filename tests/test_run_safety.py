@@ -18,15 +18,7 @@ import yaml
 
 from crossres.cli import main
 
-from .conftest import REPO, TINY_DATA, TINY_TRAINER
-
-TINY_MODEL = [
-    "--model=Baseline",
-    "--model.backbone=iresnet18",
-    "--model.backbone_kwargs={width: 8}",
-    "--model.embedding_size=32",
-    "--model.lr=0.05",
-]
+from .conftest import REPO, TINY_DATA, TINY_MODEL, TINY_TRAINER
 
 
 def _digests(run: Path) -> dict[str, str]:
