@@ -32,7 +32,8 @@ import yaml
 from common import REPO, format_table, machine, median_ms, quiet_lightning, synchronize, time_calls, write_json
 
 from crossres.data.datamodule import FaceDataModule
-from crossres.data.formats import RecordIOFaces, export_dataset
+from crossres.data.folder import export_dataset
+from crossres.data.recordio import RecordIOFaces
 from crossres.data.synthetic import SyntheticFaces
 from crossres.nn.backbones import build_backbone
 from crossres.nn.heads import build_head

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crossres.data.formats import load_lfw_pairs
+from crossres.data.lfw import load_lfw_pairs
 from crossres.metrics.verification import verification_metrics
 
 STEPS = ("dlib", "align", "test", "report")

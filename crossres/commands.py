@@ -252,7 +252,8 @@ def _export(args: argparse.Namespace) -> int:
 
     from torch.utils.data import Dataset
 
-    from crossres.data.formats import ImageFolderFaces, export_dataset, export_pair_set, folder_pairs
+    from crossres.data.bin import export_pair_set
+    from crossres.data.folder import ImageFolderFaces, export_dataset, folder_pairs
 
     if fmt == "bin":
         num_pairs = args.pairs or 600

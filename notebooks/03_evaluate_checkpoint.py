@@ -46,7 +46,7 @@ from IPython.display import Image, Markdown, display
 from lightning.pytorch import Trainer, seed_everything
 
 from crossres.data import FaceDataModule
-from crossres.data.formats import export_pair_set, load_bin
+from crossres.data.bin import export_pair_set, load_bin
 from crossres.data.protocols import KNOCHE_PROTOCOLS, knoche_sizes, load_knoche_csv
 from crossres.data.synthetic import synthetic_pair_set
 from crossres.methods import Baseline, load_method
@@ -128,7 +128,7 @@ print(f"{method_name} on {hr_size[0]}x{hr_size[1]} faces, from {CHECKPOINT or BA
 #
 # An insightface `.bin` is a pickle of `(list of JPEG bytes, list of issame flags)`; pair `k` is images `2k, 2k+1`.
 # crossres reads it with a restricted unpickler (bytes, lists, bools and numpy arrays only) and writes it with
-# `crossres.data.formats.write_bin` / `export_pair_set`: here a synthetic pair set of identities the model never saw.
+# `crossres.data.bin.write_bin` / `export_pair_set`: here a synthetic pair set of identities the model never saw.
 
 # %%
 if not PAIRS_BIN:

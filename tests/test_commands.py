@@ -12,7 +12,10 @@ from torchvision.io import encode_jpeg
 from crossres.cli import main
 from crossres.commands import run
 from crossres.data.align import align_faces
-from crossres.data.formats import ImageFolderFaces, RecordIOFaces, decode_image_bytes, load_bin, write_image_folder
+from crossres.data.bin import load_bin
+from crossres.data.codec import decode_image_bytes
+from crossres.data.folder import ImageFolderFaces, write_image_folder
+from crossres.data.recordio import RecordIOFaces
 from crossres.data.synthetic import SyntheticFaces
 
 SMALL = ["--synthetic-identities", "3", "--images-per-identity", "2", "--image-size", "32"]

@@ -30,7 +30,7 @@ from crossres.data.detect import (
     require_dlib,
     select_faces,
 )
-from crossres.data.formats import ImageFolderFaces
+from crossres.data.folder import ImageFolderFaces
 from crossres.data.synthetic import SyntheticFaces
 
 HINT = "pip install 'crossres[dlib]'"
@@ -167,7 +167,7 @@ def test_load_landmarks68(tmp_path: Path) -> None:
 
 
 def test_image_folder_carries_landmarks_for_the_priors(tmp_path: Path) -> None:
-    from crossres.data.formats import write_image_folder
+    from crossres.data.folder import write_image_folder
     from crossres.data.priors import landmarks_to_parsing
 
     faces = SyntheticFaces(2, 2, image_size=48, seed=1, return_priors=True)
@@ -188,7 +188,7 @@ def test_image_folder_carries_landmarks_for_the_priors(tmp_path: Path) -> None:
 
 def test_data_module_reads_train_landmarks(tmp_path: Path) -> None:
     from crossres.data.datamodule import FaceDataModule
-    from crossres.data.formats import write_image_folder
+    from crossres.data.folder import write_image_folder
 
     faces = SyntheticFaces(2, 2, image_size=48, seed=1, return_priors=True)
     write_image_folder(tmp_path / "faces", ((faces[i]["image"], faces[i]["label"]) for i in range(4)))

@@ -99,7 +99,7 @@ def test_empty_config_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def _pair_set_bin(path: Path, image_size: int) -> Path:
-    from crossres.data.formats import export_pair_set
+    from crossres.data.bin import export_pair_set
     from crossres.data.synthetic import synthetic_pair_set
 
     pairs = synthetic_pair_set(name=path.stem, num_pairs=20, num_identities=4, image_size=image_size, seed=1)
@@ -143,7 +143,8 @@ def test_folder_with_one_identity_is_named(tmp_path: Path, capsys: pytest.Captur
 def test_image_of_another_size_is_named_or_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from PIL import Image
 
-    from crossres.data.formats import CorruptRecordError, ImageFolderFaces
+    from crossres.data.folder import ImageFolderFaces
+    from crossres.data.recordio import CorruptRecordError
 
     root = _identity_folder(tmp_path / "faces", identities=3)
     tiny = root / "id0" / "1x1.png"

@@ -11,22 +11,12 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.io import encode_jpeg, encode_png
 
-from crossres.data.formats import (
-    CorruptRecordError,
-    ImageFolderFaces,
-    LazyJPEGImages,
-    RecordIOFaces,
-    decode_image_bytes,
-    export_dataset,
-    export_pair_set,
-    folder_pairs,
-    load_bin,
-    load_lfw_pairs,
-    write_bin,
-    write_image_folder,
-    write_recordio,
-)
+from crossres.data.bin import export_pair_set, load_bin, write_bin
+from crossres.data.codec import LazyJPEGImages, decode_image_bytes
+from crossres.data.folder import ImageFolderFaces, export_dataset, folder_pairs, write_image_folder
+from crossres.data.lfw import load_lfw_pairs
 from crossres.data.pairs import PairDataset
+from crossres.data.recordio import CorruptRecordError, RecordIOFaces, write_recordio
 
 MAGIC = 0xCED7230A
 
@@ -393,3 +383,34 @@ def test_data_config_skip_corrupt_counts_the_skipped_records(rec_dir, tmp_path, 
     assert exit_info.value.code == 2 and "skip_corrupt" in capsys.readouterr().err
     cli = main(["fit", *common, "--name=lenient", "--data.skip_corrupt=true"])
     assert cli.trainer.callback_metrics["train_corrupt_skipped"].item() == 1
+
+
+def test_formats_module_re_exports_the_format_modules() -> None:
+    import importlib
+
+    formats = importlib.import_module("crossres.data.formats")
+    modules = [
+        importlib.import_module(f"crossres.data.{name}") for name in ("bin", "codec", "folder", "lfw", "recordio")
+    ]
+    for name in (
+        "CorruptRecordError",
+        "IMAGE_EXTENSIONS",
+        "ImageFiles",
+        "ImageFolderFaces",
+        "LazyJPEGImages",
+        "RECORDIO_MAGIC",
+        "RecordIOFaces",
+        "decode_image_bytes",
+        "encode_jpeg_bytes",
+        "export_dataset",
+        "export_pair_set",
+        "folder_pairs",
+        "load_bin",
+        "load_lfw_pairs",
+        "write_bin",
+        "write_image_folder",
+        "write_recordio",
+    ):
+        owners = [module for module in modules if name in module.__all__]
+        assert len(owners) == 1, name
+        assert name in formats.__all__ and getattr(formats, name) is getattr(owners[0], name), name

@@ -14,12 +14,12 @@ from torchvision.io import encode_png
 from crossres.cli import main
 from crossres.commands import run
 from crossres.data import FaceDataModule
-from crossres.data.formats import load_lfw_pairs
 from crossres.data.lfw import (
     draw_lfw_pairs,
     identity_folder_pairs,
     lfw_image_numbers,
     lfw_people_names,
+    load_lfw_pairs,
     load_lfw_people,
 )
 

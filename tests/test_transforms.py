@@ -530,12 +530,12 @@ def test_batch_degradation_checks_the_hr_size() -> None:
 
 
 def test_degrade_thread_pool_is_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    from crossres.transforms import functional
+    from crossres.transforms import threads
 
-    pool = functional._thread_pool(2)
-    assert functional._thread_pool(2) is pool
-    monkeypatch.setattr(functional.os, "getpid", lambda: -1)  # as in a forked DataLoader worker
-    assert functional._thread_pool(2) is not pool
+    pool = threads.thread_pool(2)
+    assert threads.thread_pool(2) is pool
+    monkeypatch.setattr(threads.os, "getpid", lambda: -1)  # as in a forked DataLoader worker
+    assert threads.thread_pool(2) is not pool
 
 
 def test_degrade_per_sample_sizes_carry_gradients() -> None:
@@ -552,13 +552,13 @@ def test_degrade_per_sample_sizes_carry_gradients() -> None:
 
 
 def test_degrade_pool_threads_run_one_openmp_thread_and_leave_the_process_setting() -> None:
-    from crossres.transforms import functional
+    from crossres.transforms import threads
 
     before = torch.get_num_threads()
     images, sizes = _mixed_uint8_batch()
     degrade(images, sizes)
     assert torch.get_num_threads() == before
-    if functional._libgomp() is None:
+    if threads._libgomp() is None:
         pytest.skip("torch's OpenMP runtime is not a loaded libgomp here")
-    pool = functional._thread_pool(2)
+    pool = threads.thread_pool(2)
     assert set(pool.map(lambda _: torch.get_num_threads(), range(4))) == {1}

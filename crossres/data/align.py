@@ -24,7 +24,7 @@ from torch import Tensor
 from torchvision.io import encode_jpeg, encode_png
 
 from crossres.data.chip import face_chip
-from crossres.data.formats import IMAGE_EXTENSIONS, decode_image_bytes
+from crossres.data.codec import IMAGE_EXTENSIONS, decode_image_bytes
 from crossres.data.landmarks import load_landmarks
 from crossres.data.similarity import (
     ARCFACE_TEMPLATE_112,
@@ -188,7 +188,7 @@ def align_folder(
     """Align every image of ``src_dir`` that has landmarks into ``dst_dir``, mirroring the folder layout.
 
     ``src_dir/<identity>/<file>`` becomes ``dst_dir/<identity>/<file>`` (JPEG, or PNG for ``.png`` files; ``ext``
-    forces one), ready for :class:`~crossres.data.formats.ImageFolderFaces`. All outputs are checked before
+    forces one), ready for :class:`~crossres.data.folder.ImageFolderFaces`. All outputs are checked before
     anything is written. An image that does not decode or align is skipped and listed in ``dst_dir/skipped.csv``
     (``path,reason,faces``, as :func:`~crossres.data.detect.detect_align_folder` writes it).
 

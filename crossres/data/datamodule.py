@@ -299,7 +299,7 @@ class FaceDataModule(pl.LightningDataModule):
         else:
             if root is None:
                 raise InputError(f"data.train_root is required when data.train_format is {fmt!r}")
-            from crossres.data.formats import RecordIOFaces
+            from crossres.data.recordio import RecordIOFaces
 
             landmarks = self.hparams["train_landmarks"]
             if landmarks is not None and fmt != "folder":
@@ -315,7 +315,7 @@ class FaceDataModule(pl.LightningDataModule):
 
     def _folder_train_set(self, root: str, landmarks: str | None) -> Dataset:
         """``train_root/<identity>/*``, restricted to the people of ``train_people`` when given."""
-        from crossres.data.formats import ImageFolderFaces
+        from crossres.data.folder import ImageFolderFaces
         from crossres.data.lfw import lfw_people_names
 
         people_file = self.hparams.get("train_people")
@@ -392,8 +392,8 @@ class FaceDataModule(pl.LightningDataModule):
                 **_nuisance(self.hparams["synthetic_difficulty"], self.hparams["synthetic_diversity"]),
             )
         path = Path(spec)
-        from crossres.data.formats import load_bin, load_lfw_pairs
-        from crossres.data.lfw import identity_folder_pairs
+        from crossres.data.bin import load_bin
+        from crossres.data.lfw import identity_folder_pairs, load_lfw_pairs
 
         if not path.exists() and "@" in spec:
             pairs = _pairs_over_folder(spec)
@@ -591,7 +591,7 @@ def _pairs_file_name(path: Path) -> str:
 
 def _pairs_over_folder(spec: str) -> PairSet:
     """``PAIRS_FILE@IMAGE_DIR``: an LFW pairs file over the images of another (aligned) folder."""
-    from crossres.data.formats import load_lfw_pairs
+    from crossres.data.lfw import load_lfw_pairs
 
     pairs_file, image_dir = (Path(part) for part in spec.rsplit("@", 1))
     if not pairs_file.is_file():

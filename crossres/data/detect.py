@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from crossres.data.align import TEMPLATES, Template, cut_face, output_file, write_image
-from crossres.data.formats import IMAGE_EXTENSIONS, decode_image_bytes
+from crossres.data.codec import IMAGE_EXTENSIONS, decode_image_bytes
 from crossres.data.landmarks import load_landmarks68
 from crossres.data.priors import NUM_LANDMARKS
 

@@ -1,4 +1,4 @@
-r"""LFW's protocol files: its people lists, and verification pairs drawn from an aligned identity folder.
+r"""LFW's protocol files: people and pairs files, and verification pairs drawn from an aligned identity folder.
 
 LFW (Huang et al. 2007, "Labeled Faces in the Wild") ships, beside the images:
 
@@ -6,8 +6,7 @@ LFW (Huang et al. 2007, "Labeled Faces in the Wild") ships, beside the images:
   then one ``name<TAB>number of images`` line per person;
 * ``people.txt`` (View 2): a first line with the number of folds (10), then per fold a line with its number of
   people followed by that many ``name<TAB>number of images`` lines;
-* pairs files (``pairs.txt``, ``pairsDevTrain.txt``, ``pairsDevTest.txt``), read by
-  :func:`crossres.data.formats.load_lfw_pairs`.
+* pairs files (``pairs.txt``, ``pairsDevTrain.txt``, ``pairsDevTest.txt``), read by :func:`load_lfw_pairs`.
 
 :func:`draw_lfw_pairs` draws a larger pair set than the official ones from the people of a people file, over the
 images an aligned folder actually holds (a detector may have skipped some), and :func:`write_lfw_pairs` saves it in
@@ -17,6 +16,7 @@ every reader of LFW pairs reads it. :func:`identity_folder_pairs` turns any alig
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crossres.data.formats import IMAGE_EXTENSIONS, ImageFiles, _scan_identity_folder
+from crossres.data.codec import IMAGE_EXTENSIONS, ImageFiles
+from crossres.data.folder import _scan_identity_folder
 from crossres.data.pairs import PairSet
 from crossres.errors import InputError
 
@@ -36,6 +37,7 @@ __all__ = [
     "identity_folder_pairs",
     "lfw_image_numbers",
     "lfw_people_names",
+    "load_lfw_pairs",
     "load_lfw_people",
     "write_lfw_pairs",
 ]
@@ -127,6 +129,92 @@ def lfw_people_names(path: str | Path) -> list[str]:
         The names.
     """
     return [name for fold in load_lfw_people(path) for name in fold]
+
+
+# -------------------------------------------------------------------------------------------- pairs files
+def load_lfw_pairs(
+    pairs_file: str | Path, image_root: str | Path, name: str = "lfw", check_files: bool = True
+) -> PairSet:
+    r"""Read an LFW ``pairs.txt`` (or ``pairsDevTest.txt``) in its original format.
+
+    The header is ``"<folds>\t<n>"`` (``"10\t300"``: 10 folds of ``n`` positive then ``n`` negative pairs) or a
+    single ``"<n>"``; then ``name\tn1\tn2`` same-person lines and ``name1\tn1\tname2\tn2`` different-person
+    lines. Image ``n`` of ``name`` is ``image_root/name/name_<n:04d>.jpg`` (or ``.png``/``.jpeg`` when that is the
+    file there, as in a ``crossres align --ext png`` tree). Images are decoded on access.
+
+    With a single-count header (View 1's ``pairsDevTrain.txt``/``pairsDevTest.txt``: ``n`` same-person lines, then
+    ``n`` different-person lines) the pairs are returned alternating, same-person first, so that every contiguous
+    fold of the 10-fold protocol holds both kinds; ``"<folds>\t<n>"`` files keep their order (their folds are
+    balanced already, and per-pair protocol files follow it).
+
+    Args:
+        pairs_file: the pairs file.
+        image_root: the LFW image directory (``lfw/`` or ``lfw-deepfunneled/`` of an aligned copy).
+        name: pair-set name used in metric keys.
+        check_files: verify that every referenced image exists.
+
+    Returns:
+        The pair set over :class:`ImageFiles` (each image listed once).
+
+    Raises:
+        FileNotFoundError: if the pairs file or (with ``check_files``) a referenced image is missing.
+        ValueError: on a malformed line (message gives file and line number) or a wrong number of pairs.
+    """
+    pairs_file, image_root = Path(pairs_file), Path(image_root)
+    if not pairs_file.is_file():
+        raise FileNotFoundError(f"LFW pairs file {pairs_file} not found")
+    lines = pairs_file.read_text().splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise ValueError(f"{pairs_file}: empty file; expected a header line like '10\\t300'")
+    header = lines[0].split()
+    if not header or len(header) > 2 or not all(_COUNT.match(v) for v in header):
+        raise ValueError(f"{pairs_file}:1: expected a header '<folds>\\t<pairs per class>' (e.g. '10\\t300')")
+    expected = 2 * int(header[0]) * (int(header[1]) if len(header) == 2 else 1)
+    index: dict[Path, int] = {}
+    pairs: list[tuple[int, int]] = []
+    issame: list[bool] = []
+
+    def image(person: str, number: str, lineno: int) -> int:
+        if not _COUNT.match(number):
+            raise ValueError(f"{pairs_file}:{lineno}: image number {number!r} is not a positive integer")
+        stem = str(image_root / person / f"{person}_{int(number):04d}")
+        path = next((Path(stem + ext) for ext in IMAGE_EXTENSIONS if Path(stem + ext).is_file()), Path(stem + ".jpg"))
+        if path not in index:
+            if check_files and not path.is_file():
+                raise FileNotFoundError(
+                    f"{pairs_file}:{lineno}: image {path} (or .jpeg, .png) not found under {image_root} (for an "
+                    "aligned folder: a photo the aligner skipped, listed in its skipped.csv)"
+                )
+            index[path] = len(index)
+        return index[path]
+
+    for lineno, line in enumerate(lines[1:], start=2):
+        fields = line.split()
+        if len(fields) == 3:
+            pairs.append((image(fields[0], fields[1], lineno), image(fields[0], fields[2], lineno)))
+            issame.append(True)
+        elif len(fields) == 4:
+            pairs.append((image(fields[0], fields[1], lineno), image(fields[2], fields[3], lineno)))
+            issame.append(False)
+        else:
+            raise ValueError(
+                f"{pairs_file}:{lineno}: expected 'name<TAB>n1<TAB>n2' or 'name1<TAB>n1<TAB>name2<TAB>n2', got {line!r}"
+            )
+    if len(pairs) != expected:
+        raise ValueError(f"{pairs_file}: header {lines[0]!r} announces {expected} pairs, found {len(pairs)}")
+    if len(header) == 1:  # View 1 lists all same-person pairs first: alternate them so that every fold is balanced
+        same = [k for k, flag in enumerate(issame) if flag]
+        different = [k for k, flag in enumerate(issame) if not flag]
+        order = [k for both in itertools.zip_longest(same, different) for k in both if k is not None]
+        pairs, issame = [pairs[k] for k in order], [issame[k] for k in order]
+    return PairSet(
+        name=name,
+        images=ImageFiles(list(index)),
+        pairs=torch.tensor(pairs, dtype=torch.long).reshape(-1, 2),
+        issame=torch.tensor(issame, dtype=torch.bool),
+    )
 
 
 # ------------------------------------------------------------------------------------------------- images
@@ -300,7 +388,7 @@ def export_lfw_pairs(
 
     Args:
         image_root: the (aligned) LFW folder.
-        out: the pairs file to write (read it back with :func:`crossres.data.formats.load_lfw_pairs` or as the
+        out: the pairs file to write (read it back with :func:`load_lfw_pairs` or as the
             evaluation set ``out@image_root``).
         people_file: e.g. ``peopleDevTest.txt``; ``None``: every person of ``image_root``.
         num_pairs: pairs in all, half same-person.
@@ -340,7 +428,7 @@ def identity_folder_pairs(root: str | Path, seed: int = 0, name: str | None = No
         name: pair-set name in metric keys; default the folder's name.
 
     Returns:
-        The pair set over :class:`~crossres.data.formats.ImageFiles` (images decoded on access).
+        The pair set over :class:`~crossres.data.codec.ImageFiles` (images decoded on access).
 
     Raises:
         FileNotFoundError: if ``root`` is missing or holds no images.

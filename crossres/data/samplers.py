@@ -220,8 +220,9 @@ def identity_labels(dataset: Dataset) -> np.ndarray:
     """The identity label of every item of a training set, without decoding its images where possible.
 
     Looks for, in order: a ``labels`` attribute; :class:`~crossres.data.synthetic.SyntheticFaces` (label
-    ``i // images_per_identity``); ``samples`` of ``(path, label)`` pairs (:class:`~crossres.data.formats.
-    ImageFolderFaces`); a ``dataset`` attribute (wrappers). Otherwise every item is read once.
+    ``i // images_per_identity``); ``samples`` of ``(path, label)`` pairs
+    (:class:`~crossres.data.folder.ImageFolderFaces`); a ``dataset`` attribute (wrappers). Otherwise every item is
+    read once.
 
     Args:
         dataset: a map-style training set whose items hold ``"label"``.
