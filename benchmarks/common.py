@@ -192,22 +192,37 @@ def write_json(path: str | Path | None, payload: dict[str, Any]) -> None:
     print(f"results written to {path}")
 
 
-def hr_lr_acc(scores: dict[str, torch.Tensor], index: torch.Tensor, probe: int, pair_set: str = "synthetic") -> float:
-    """HR-LR accuracy as crossres reports it (both pair orders averaged) on the pairs ``index`` of ``scores``.
+def pair_accuracy(
+    scores: dict[str, torch.Tensor],
+    index: torch.Tensor,
+    protocol: str | int | None,
+    pair_set: str = "synthetic",
+    comparison: str = "hr_lr",
+) -> float:
+    """10-fold accuracy as crossres reports it on the pairs ``index`` of ``scores`` (HR-LR: both orders averaged).
 
     Args:
-        scores: a method's ``eval_scores[split]`` (``<set>__<order>__<probe>px__scores`` / ``__issame`` tensors).
+        scores: per-pair scores in ``crossres test``'s keys (``<set>__<comparison>__<protocol>__scores`` and
+            ``__issame``), e.g. a method's ``eval_scores[split]``.
         index: pair indices (a bootstrap sample, or all pairs).
-        probe: probe side in px.
+        protocol: the probe protocol (``12px``, or a side in px); ``None`` for HR-HR.
         pair_set: the pair set's name.
+        comparison: ``hr_hr``, ``lr_lr`` or ``hr_lr``.
     """
     from crossres.metrics.verification import verification_metrics
 
+    suffix = "" if protocol is None else "__" + (f"{protocol}px" if isinstance(protocol, int) else protocol)
+    orders = ("hr_lr", "lr_hr") if comparison == "hr_lr" else (comparison,)
     accs = []
-    for order in ("hr_lr", "lr_hr"):
-        key = f"{pair_set}__{order}__{probe}px"
+    for order in orders:
+        key = f"{pair_set}__{order}{suffix}"
         accs.append(verification_metrics(scores[f"{key}__scores"][index], scores[f"{key}__issame"][index])["acc"])
-    return float(sum(accs) / 2)
+    return float(sum(accs) / len(accs))
+
+
+def hr_lr_acc(scores: dict[str, torch.Tensor], index: torch.Tensor, probe: int, pair_set: str = "synthetic") -> float:
+    """HR-LR accuracy (both pair orders averaged) at ``probe`` px: :func:`pair_accuracy`."""
+    return pair_accuracy(scores, index, probe, pair_set)
 
 
 def fold_bootstrap(num_pairs: int, rounds: int, seed: int = 0) -> list[torch.Tensor]:
@@ -228,20 +243,33 @@ def fold_bootstrap(num_pairs: int, rounds: int, seed: int = 0) -> list[torch.Ten
 
 
 def paired_difference(
-    better: dict[str, torch.Tensor], worse: dict[str, torch.Tensor], probe: int, samples: Sequence[torch.Tensor]
+    better: dict[str, torch.Tensor],
+    worse: dict[str, torch.Tensor],
+    probe: str | int | None,
+    samples: Sequence[torch.Tensor],
+    pair_set: str = "synthetic",
+    comparison: str = "hr_lr",
 ) -> tuple[float, float, float]:
-    """HR-LR accuracy of ``better`` minus ``worse`` on the same pairs, with its 95 % percentile bootstrap interval.
+    """Accuracy of ``better`` minus ``worse`` on the same pairs, with its 95 % percentile bootstrap interval.
 
     Args:
         better: scores of the first model (``eval_scores[split]``).
         worse: scores of the second model, on the same pairs.
-        probe: probe side in px.
+        probe: the probe protocol (``12px`` or a side in px); ``None`` for HR-HR.
         samples: bootstrap index samples (:func:`fold_bootstrap`).
+        pair_set: the pair set's name.
+        comparison: ``hr_hr``, ``lr_lr`` or ``hr_lr`` (:func:`pair_accuracy`).
 
     Returns:
         ``(difference, low, high)`` as fractions.
     """
-    full = torch.arange(len(better[f"synthetic__hr_lr__{probe}px__scores"]))
-    point = hr_lr_acc(better, full, probe) - hr_lr_acc(worse, full, probe)
-    diffs = sorted(hr_lr_acc(better, i, probe) - hr_lr_acc(worse, i, probe) for i in samples)
+
+    def gain(index: torch.Tensor) -> float:
+        return pair_accuracy(better, index, probe, pair_set, comparison) - pair_accuracy(
+            worse, index, probe, pair_set, comparison
+        )
+
+    full = torch.arange(len(better[f"{pair_set}__hr_hr__scores"]))
+    point = gain(full)
+    diffs = sorted(gain(i) for i in samples)
     return point, diffs[int(0.025 * len(diffs))], diffs[int(0.975 * len(diffs)) - 1]

@@ -30,6 +30,7 @@ __all__ = [
     "CrossResMethod",
     "NonFiniteLossError",
     "RecogniserMethod",
+    "built_pretrained",
     "freeze",
     "is_frozen",
     "load_method",
@@ -52,26 +53,34 @@ def load_pretrained(
     what: str = "a pretrained HR recogniser",
     command: str = HR_MODEL_COMMAND,
     made_at: str = HR_MODEL_PATH,
+    built_pretrained: bool = False,
 ) -> None:
     """Load a pretrained network (guide, teacher, recogniser, trunk) or stop with the command that makes it.
 
     Args:
         module: the network to load into (a backbone built with the same arguments as the saved one).
-        path: a crossres checkpoint or an insightface ``backbone.pth``.
+        path: a crossres checkpoint or an insightface ``backbone.pth``; ``None`` keeps the weights of a network
+            built pretrained (``built_pretrained``).
         key: the config key that holds ``path``, named in the error (e.g. ``"model.guide_weights"``).
         prefix: state-dict prefix inside a Lightning checkpoint (default: auto-detect ``backbone.``).
         what: the network, as the error names it.
         command: the command that trains it, given in the error.
         made_at: where ``command`` writes it.
+        built_pretrained: ``module`` already holds pretrained weights (its backbone arguments say
+            ``pretrained: true``, e.g. dlib's recogniser); a file in ``path`` still replaces them.
 
     Raises:
-        FileNotFoundError: ``path`` is unset or missing; the message gives the command that produces it.
+        FileNotFoundError: ``path`` is missing, or unset for a network not built pretrained; the message gives the
+            command that produces it.
     """
+    if not path and built_pretrained:
+        return
     if not path or not Path(path).is_file():
         raise FileNotFoundError(
             f"{key} = {path!r}: this method needs {what} and none is there. Train it on the same data first:\n"
             f"    {command}\nthen pass {key}={made_at} (or an insightface backbone.pth with the same backbone "
-            "arguments)."
+            "arguments), or set it to null with a backbone that brings its own weights (backbone_kwargs: "
+            "{pretrained: true}, e.g. dlib_resnet)."
         )
     load_backbone_weights(module, path, prefix=prefix)
 
@@ -126,6 +135,8 @@ class CrossResMethod(pl.LightningModule):
         image_size: HR input size ``(h, w)`` (linked from the data module by the CLI).
         optimizer: ``"sgd"`` (momentum SGD, as the papers) or ``"adamw"``.
         lr: learning rate.
+        head_lr: learning rate of the classification heads (:meth:`head_modules`; ``None``: ``lr``). A new head
+            over a pretrained recogniser takes a larger one than the recogniser it fine-tunes.
         momentum: SGD momentum.
         weight_decay: weight decay.
         milestones: epochs at which the learning rate is multiplied by ``lr_gamma``.
@@ -151,6 +162,7 @@ class CrossResMethod(pl.LightningModule):
         image_size: tuple[int, int] = (112, 112),
         optimizer: Literal["sgd", "adamw"] = "sgd",
         lr: float = 0.1,
+        head_lr: float | None = None,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         milestones: list[int] | None = None,
@@ -294,8 +306,21 @@ class CrossResMethod(pl.LightningModule):
         """``training_step`` helper: the loss, or ``None`` (Lightning skips the step) when non-finite."""
         return loss if self.check_finite(name, loss) else None
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
+    def head_modules(self) -> list[nn.Module]:
+        """Hook: the classification heads, trained at ``head_lr`` (default: none)."""
+        return []
+
+    def trainable_parameters(self) -> list[nn.Parameter] | list[dict[str, Any]]:
+        """The parameters to optimise; two groups, the heads' at ``head_lr`` and the rest at ``lr``, when set."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        head_lr = self.hparams.get("head_lr")
+        if head_lr is None:
+            return params
+        in_heads = {id(p) for head in self.head_modules() for p in head.parameters()}
+        return [
+            {"params": [p for p in params if id(p) not in in_heads]},
+            {"params": [p for p in params if id(p) in in_heads], "lr": head_lr},
+        ]
 
     def configure_optimizers(self) -> Any:
         return self.optimizer_and_scheduler(self.trainable_parameters())
@@ -643,6 +668,11 @@ def load_method(path: str | Path, map_location: str | torch.device = "cpu", **kw
 
 
 # ------------------------------------------------------------------------------ parts several methods share
+def built_pretrained(backbone_kwargs: dict[str, Any] | None) -> bool:
+    """Whether backbone arguments build a network with its own pretrained weights (``pretrained: true``)."""
+    return bool((backbone_kwargs or {}).get("pretrained", False))
+
+
 def recogniser_backbone(method: CrossResMethod) -> nn.Module:
     """The backbone a method's ``backbone``, ``embedding_size`` and ``backbone_kwargs`` hyper-parameters name.
 
@@ -704,6 +734,9 @@ class RecogniserMethod(CrossResMethod):
         self.head = build_head(
             hp["head"], hp["embedding_size"], hp["num_classes"], scale=hp["scale"], margin=hp["margin"]
         )
+
+    def head_modules(self) -> list[nn.Module]:
+        return [self.head]
 
     def embed(self, images: Tensor) -> Tensor:
         return self.backbone(images)

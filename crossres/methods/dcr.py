@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from crossres.losses.center import CenterLoss
 from crossres.losses.coupled import CoupledMappingLoss
-from crossres.methods.base import CrossResMethod, freeze, load_pretrained, nearest_size_index
+from crossres.methods.base import CrossResMethod, built_pretrained, freeze, load_pretrained, nearest_size_index
 from crossres.nn.backbones import build_backbone
 from crossres.nn.coupled import BranchPair, DCRTrunk, ResolutionEstimator, count_parameters
 from crossres.nn.heads import build_head
@@ -135,6 +135,7 @@ class DCRTwoStage(CrossResMethod):
             what="a frozen stage-1 trunk (or a Baseline checkpoint with the same trunk settings)",
             command=DCR_STAGE1_COMMAND,
             made_at=DCR_STAGE1_PATH,
+            built_pretrained=built_pretrained(self.hparams["trunk_kwargs"]),
         )
 
     def on_fit_start(self) -> None:

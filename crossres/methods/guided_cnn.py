@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crossres.losses.guidance import FeatureGuidanceLoss
-from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, freeze, load_pretrained, nearest_size_index
+from crossres.methods.base import (
+    HR_MODEL_PATH,
+    CrossResMethod,
+    built_pretrained,
+    freeze,
+    load_pretrained,
+    nearest_size_index,
+)
 from crossres.nn.backbones import build_backbone
 from crossres.nn.heads import build_head
 from crossres.transforms.functional import occlusion_mask, resolve_size
@@ -108,11 +115,19 @@ class GuidedCNN(CrossResMethod):
         )
         self.guidance = FeatureGuidanceLoss(reduction="mean")
 
+    def head_modules(self) -> list[nn.Module]:
+        return list(self.heads)
+
     # --------------------------------------------------------------------------------------- the guide
     def setup(self, stage: str) -> None:
         if stage != "fit" or self.trainer.ckpt_path is not None:
             return
-        load_pretrained(self.guide, self.hparams["guide_weights"], "model.guide_weights")
+        load_pretrained(
+            self.guide,
+            self.hparams["guide_weights"],
+            "model.guide_weights",
+            built_pretrained=built_pretrained(self.hparams["backbone_kwargs"]),
+        )
         if self.hparams["init_learner_from_guide"]:
             state = self.guide.state_dict()
             for learner in self.learners:

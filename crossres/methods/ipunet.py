@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from crossres.losses.identity import IdentityPreservingLoss
-from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, freeze, load_pretrained
+from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, built_pretrained, freeze, load_pretrained
 from crossres.nn.backbones import build_backbone
 from crossres.nn.unet import UNet
 from crossres.transforms.functional import downsample, upsample
@@ -82,7 +82,12 @@ class IPUNet(CrossResMethod):
     # ------------------------------------------------------------------------------------ the recogniser
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.trainer.ckpt_path is None:
-            load_pretrained(self.recognizer, self.hparams["recognizer_weights"], "model.recognizer_weights")
+            load_pretrained(
+                self.recognizer,
+                self.hparams["recognizer_weights"],
+                "model.recognizer_weights",
+                built_pretrained=built_pretrained(self.hparams["backbone_kwargs"]),
+            )
 
     # ------------------------------------------------------------------------------ super-resolution
     def super_resolve(self, images: Tensor) -> Tensor:
@@ -94,9 +99,9 @@ class IPUNet(CrossResMethod):
         Returns:
             ``(B, 3, H, W)`` super-resolved faces.
         """
-        x = upsample(images, self.sr_size)  # 112 -> 128 (bicubic): the U-Net's input size
+        x = _resize(images, self.sr_size)  # 112 -> 128: the U-Net's input size
         sr = self.unet(x)
-        return downsample(sr, self.image_size).clamp(0.0, 1.0)  # 128 -> 112 (antialiased bicubic)
+        return _resize(sr, self.image_size).clamp(0.0, 1.0)  # 128 -> 112
 
     # ---------------------------------------------------------------------------------------- embedding
     def reference_embedder(self) -> Callable[[Tensor], Tensor]:
@@ -135,3 +140,10 @@ class IPUNet(CrossResMethod):
         self.log("train_loss_pixel", terms["pixel"], batch_size=n)
         self.log("train_loss", terms["loss"], prog_bar=True, batch_size=n)
         return self.finite_or_none("ipunet", terms["loss"])
+
+
+def _resize(images: Tensor, size: tuple[int, int]) -> Tensor:
+    """Antialiased bicubic to a smaller ``size`` (a 150 px dlib chip into the 128 px U-Net), bicubic to a larger."""
+    if images.shape[-2] >= size[0] and images.shape[-1] >= size[1]:
+        return downsample(images, size)
+    return upsample(images, size)

@@ -10,7 +10,13 @@ from torch import Tensor
 
 from crossres.errors import InputError
 from crossres.losses.octuplet import OctupletLoss, Term
-from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, load_pretrained, recogniser_backbone
+from crossres.methods.base import (
+    HR_MODEL_PATH,
+    CrossResMethod,
+    built_pretrained,
+    load_pretrained,
+    recogniser_backbone,
+)
 
 __all__ = ["Octuplet"]
 
@@ -71,7 +77,8 @@ class Octuplet(CrossResMethod):
         # The paper fine-tunes a pretrained recogniser; a resumed run keeps its own weights.
         if stage != "fit" or self.trainer.ckpt_path is not None:
             return
-        if self.hparams["recognizer_weights"] is None:
+        pretrained = built_pretrained(self.hparams["backbone_kwargs"])
+        if self.hparams["recognizer_weights"] is None and not pretrained:
             warnings.warn(
                 "Octuplet: model.recognizer_weights is null, so the recogniser is trained from scratch with the "
                 "octuplet loss alone; the paper fine-tunes a pretrained one (model.recognizer_weights="
@@ -79,7 +86,9 @@ class Octuplet(CrossResMethod):
                 stacklevel=2,
             )
             return
-        load_pretrained(self.backbone, self.hparams["recognizer_weights"], "model.recognizer_weights")
+        load_pretrained(
+            self.backbone, self.hparams["recognizer_weights"], "model.recognizer_weights", built_pretrained=pretrained
+        )
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from crossres.losses.distillation import ResidualDistillationLoss, StudentDistillationLoss
 from crossres.losses.hallucination import LandmarkHeatmapLoss, ParsingLoss, PixelLoss
 from crossres.losses.mmd import MKMMD
-from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, freeze, load_pretrained
+from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, built_pretrained, freeze, load_pretrained
 from crossres.metrics.image_quality import SRQuality, psnr
 from crossres.nn.backbones import build_backbone
 from crossres.nn.distillation import AdaptedBlocks, BlockwiseBackbone
@@ -227,7 +227,12 @@ class RIM(CrossResMethod):
         # Not in setup(): Lightning sets trainer.ckpt_path only after setup(), when it restores a checkpoint; here a
         # resumed run (whose checkpoint holds the teacher) is told apart from a fresh one and never needs the file.
         if self.trainer.ckpt_path is None:
-            load_pretrained(self.teacher.net, self.settings.teacher_weights, "model.teacher_weights")
+            load_pretrained(
+                self.teacher.net,
+                self.settings.teacher_weights,
+                "model.teacher_weights",
+                built_pretrained=built_pretrained(self.hparams["teacher_backbone_kwargs"]),
+            )
 
     # ------------------------------------------------------------------------------------------ embedding
     def reference_embedder(self) -> Callable[[Tensor], Tensor]:
