@@ -124,15 +124,17 @@ def reference_model(lfw: Path, chips: Path) -> CrossResMethod:
     return Baseline(num_classes=2, image_size=tuple(data["image_size"]), **init).eval()
 
 
-def datamodule(lfw: Path, chips: Path) -> FaceDataModule:
-    """The test side of ``experiments/real/data.yaml`` over ``--lfw`` and ``--chips``."""
-    data = yaml.safe_load((CONFIGS / "data.yaml").read_text())["data"]
+def datamodule(lfw: Path, chips: Path, **overrides: Any) -> FaceDataModule:
+    """The test side of ``experiments/real/data.yaml`` over ``--lfw`` and ``--chips`` (``overrides``: other data
+    arguments, e.g. ``image_size``).
+    """
+    data = yaml.safe_load((CONFIGS / "data.yaml").read_text())["data"] | overrides
     data |= {
         "train_root": str(chips),
         "train_people": str(lfw / "peopleDevTrain.txt"),
         "val_sets": [f"{lfw / 'pairsDevTrain.txt'}@{chips}"],
         "test_sets": [f"{lfw / 'pairsDevTest.txt'}@{chips}", f"{lfw / 'pairsDevTest_6000.txt'}@{chips}"],
-    }
+    } | overrides
     return FaceDataModule(**data)
 
 
