@@ -17,38 +17,44 @@ One run, fixed seed, 8x super-resolution (64 px HR faces, 8 px probes; the 112 p
 PSNR/SSIM of RIM's SR faces and of the bicubic probes against
 the HR faces are measured on the test pairs. The SR grid is written to ``docs/img/rim_sr_grid.png``.
 
-    python benchmarks/reproduce_rim.py            # full
-    python benchmarks/reproduce_rim.py --quick    # smoke run
-    python benchmarks/reproduce_rim.py --reevaluate --pairs 6000 --pair-identities 1000
-    python benchmarks/reproduce_rim.py --probe 16 --out runs/reproduce_rim_16px --grid runs/reproduce_rim_16px/grid.png
-    python benchmarks/reproduce_rim.py --capacity --probe 16 --out runs/reproduce_rim_16px --pairs 6000
-    python benchmarks/reproduce_rim.py --probe 16 --student-width 2 --rim-epochs 30 --assistant-after-epoch 24 \
+    python benchmarks/reproduce_rim.py run            # full
+    python benchmarks/reproduce_rim.py run --quick    # smoke run
+    python benchmarks/reproduce_rim.py reevaluate --pairs 6000 --pair-identities 1000
+    python benchmarks/reproduce_rim.py run --probe 16 --out runs/reproduce_rim_16px \
+        --grid runs/reproduce_rim_16px/grid.png
+    python benchmarks/reproduce_rim.py capacity --probe 16 --out runs/reproduce_rim_16px --pairs 6000
+    python benchmarks/reproduce_rim.py run --probe 16 --student-width 2 --rim-epochs 30 --assistant-after-epoch 24 \
         --out runs/reproduce_rim_16px_w2 --grid runs/reproduce_rim_16px_w2/grid.png
 
-``--probe`` moves the operating point (16 px: 4x, where the teacher keeps more of the identity on the bicubic
-probe, as the paper's teacher does at 28 px of 224; pass the same ``--probe`` and ``--out`` to ``--reevaluate``).
+Subcommands (``python benchmarks/reproduce_rim.py <subcommand> --help`` lists each one's options; ``--out``,
+``--probe``, ``--quick`` and ``--threads`` are common to all):
 
-``--capacity`` (after a run, reusing its ``teacher.ckpt``) distils the student and the assistant on the HR face itself,
+``run`` trains and scores every row. ``--probe`` moves the operating point (16 px: 4x, where the teacher keeps more
+of the identity on the bicubic probe, as the paper's teacher does at 28 px of 224; pass the same ``--probe`` and
+``--out`` to the other subcommands). ``--student-width W`` sets the width of the iresnet34 student and assistant
+(default 8); ``--assistant-after-epoch N`` gives RIM's own run the schedule of ``assistant_after_epoch``: FHN +
+student for N of ``--rim-epochs``, then the assistant alone on their frozen output.
+
+``capacity`` (after a run, reusing its ``teacher.ckpt``) distils the student and the assistant on the HR face itself,
 no FHN, no information lost: whether the assistant of Eq. (12) helps when the student's gap to the teacher is
 capacity alone, the regime of the paper's (d) = (g). ``--assistant-block-weights 0 0 0 1`` weights Eq. (12)'s
 blocks; ``--sequential`` trains the student first and then the assistant on the frozen student's residuals
 (``RIM``'s ``assistant_after_epoch``).
 
-``--student-width W`` sets the width of the iresnet34 student and assistant (default 8); ``--assistant-after-epoch N``
-gives RIM's own run the schedule of ``assistant_after_epoch``: FHN + student for N of ``--rim-epochs``, then the
-assistant alone on their frozen output.
+``assistant-phase --epochs N`` continues a finished run: its assistant alone for N epochs on the frozen FHN and
+student (``assistant_after_epoch: 0``), saved as ``rim_assistant_phase.ckpt``; with ``--width W`` a new assistant of
+that width, from scratch (``rim_assistant_phase_wW.ckpt``). Score it with ``reevaluate --checkpoint <that file>``.
 
-``--assistant-epochs N`` continues a finished run: its assistant alone for N epochs on the frozen FHN and student
-(``assistant_after_epoch: 0``), saved as ``rim_assistant_phase.ckpt``; with ``--assistant-width W`` a new assistant of
-that width, from scratch (``rim_assistant_phase_wW.ckpt``). Score it with ``--reevaluate --checkpoint <that file>``.
+``without-assistant`` trains only (e) for a finished run that lacks it.
 
-``--without-assistant`` trains only (e) for a finished run that lacks it.
-
-``--reevaluate`` trains nothing: it loads the run's ``rim.ckpt`` (and the teacher it names; and
+``reevaluate`` trains nothing: it loads the run's ``rim.ckpt`` (and the teacher it names; and
 ``rim_without_assistant.ckpt`` when present) and measures (a), (d), (e), (f), (e'), (g) again on a larger synthetic
 pair set, with a paired bootstrap of (f) - (e), (f) - (e') and (d) - (a) over pairs resampled within each fold
 (the 600 default pairs hold only 300 distinct positive pairs, too few to resolve the (f) - (e) gap;
 ``experiments/README.md`` has the run times and the intervals).
+
+The checkpoints this script writes name their class as ``crossres fit``'s do, so
+``crossres.methods.load_method`` reads them.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ from common import REPO, fold_bootstrap, paired_difference, trainer
 from torch.utils.data import Dataset
 
 from crossres.data.datamodule import FaceDataModule
+from crossres.methods.base import load_method
 from crossres.methods.baseline import Baseline
 from crossres.methods.rim import RIM
 from crossres.report.hallucination import rim_sr_grid
@@ -76,16 +83,30 @@ WITHOUT_ASSISTANT = "rim_without_assistant.ckpt"
 
 
 def _load(path: Path) -> RIM:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    rim = RIM(**checkpoint["hyper_parameters"])
-    rim.load_state_dict(checkpoint["state_dict"])
-    return rim
+    """A RIM checkpoint of this script (or of ``crossres fit``), through ``load_method``."""
+    try:
+        model = load_method(path)
+    except ValueError:  # a checkpoint that does not name its class
+        model = RIM.load_from_checkpoint(path, map_location="cpu", weights_only=True).eval()
+    if not isinstance(model, RIM):
+        raise SystemExit(f"{path} holds a {type(model).__name__}, not a RIM")
+    return model
 
 
 def _save(rim: RIM, path: Path) -> None:
-    checkpoint = {"state_dict": rim.state_dict(), "hyper_parameters": dict(rim.hparams)}
+    """Weights and hyper-parameters, the class named as ``crossres fit`` names it (``load_method`` reads it)."""
+    hparams = {k: v for k, v in rim.hparams.items() if not k.startswith("_")} | {
+        "_class_path": f"{RIM.__module__}.{RIM.__name__}",
+        "_instantiator": "lightning.pytorch.cli.instantiate_module",
+    }
+    checkpoint = {"state_dict": rim.state_dict(), "hyper_parameters": hparams}
     checkpoint["pytorch-lightning_version"] = pl.__version__  # RIM.load_from_checkpoint reads it
     torch.save(checkpoint, path)
+
+
+def _hparams(rim: RIM) -> dict[str, Any]:
+    """``rim``'s constructor arguments (without the class path a loaded checkpoint may carry)."""
+    return {k: v for k, v in rim.hparams.items() if not k.startswith("_")}
 
 
 def data_kwargs(probe: int = LR) -> dict[str, Any]:
@@ -225,7 +246,7 @@ def reevaluate(args: argparse.Namespace) -> None:
         if mode == "teacher":
             accs["hr_hr"] = metrics["test_acc_synthetic_hr_hr"]
         print(f"[{mode}] HR-LR {100 * accs[mode]:.2f} ({time.time() - started:.0f} s)", flush=True)
-    alone = args.out / WITHOUT_ASSISTANT  # Table 1's (e), trained on its own (--without-assistant)
+    alone = args.out / WITHOUT_ASSISTANT  # Table 1's (e), trained on its own (the without-assistant subcommand)
     if alone.exists():
         model = _load(alone)
         metrics = _test(model, data, quick=False)
@@ -278,7 +299,7 @@ def train_without_assistant(
 ) -> tuple[RIM, float]:
     """Table 1's (e) as the paper trains it (§4.1: each combination of sub-nets "trained respectively"): the run's RIM
     (its ``hparams``) with ``use_assistant: false``, trained on its own for as many epochs as the run's FHN and
-    student; saved as ``rim_without_assistant.ckpt`` for ``--reevaluate``. Returns it and its training time."""
+    student; saved as ``rim_without_assistant.ckpt`` for ``reevaluate``. Returns it and its training time."""
     after = hparams.get("assistant_after_epoch")
     epochs = 1 if args.quick else (args.rim_epochs if after is None else after)
     hparams = hparams | {"use_assistant": False, "assistant_after_epoch": None, "assistant_backbone_kwargs": None}
@@ -290,22 +311,20 @@ def train_without_assistant(
 
 
 def assistant_phase(args: argparse.Namespace) -> None:
-    """The run's RIM (``--out``/rim.ckpt), then ``--assistant-epochs`` epochs of the assistant alone on its frozen FHN
-    and student (``assistant_after_epoch: 0``); writes ``rim_assistant_phase.ckpt`` for ``--reevaluate``."""
-    checkpoint = torch.load(args.out / "rim.ckpt", map_location="cpu", weights_only=True)
-    hparams = checkpoint["hyper_parameters"] | {"assistant_after_epoch": 0}
-    state, name = checkpoint["state_dict"], "rim_assistant_phase.ckpt"
-    if args.assistant_width is not None:  # a new assistant of this width, from scratch, on the run's FHN and student
-        hparams["assistant_backbone_kwargs"] = {"width": args.assistant_width}
+    """The run's RIM (``--out``/rim.ckpt), then ``--epochs`` epochs of the assistant alone on its frozen FHN and
+    student (``assistant_after_epoch: 0``); writes ``rim_assistant_phase.ckpt`` for ``reevaluate``."""
+    run = _load(args.out / "rim.ckpt")
+    hparams = _hparams(run) | {"assistant_after_epoch": 0}
+    state, name = run.state_dict(), "rim_assistant_phase.ckpt"
+    if args.width is not None:  # a new assistant of this width, from scratch, on the run's FHN and student
+        hparams["assistant_backbone_kwargs"] = {"width": args.width}
         state = {k: v for k, v in state.items() if not k.startswith("assistant.")}
-        name = f"rim_assistant_phase_w{args.assistant_width}.ckpt"
+        name = f"rim_assistant_phase_w{args.width}.ckpt"
     rim = RIM(**hparams)
-    missing, unexpected = rim.load_state_dict(state, strict=args.assistant_width is None)
+    missing, unexpected = rim.load_state_dict(state, strict=args.width is None)
     assert not unexpected and all(k.startswith("assistant.") for k in missing)
     data = training_data(args, args.probe)
-    _fit(
-        rim, data, 1 if args.quick else args.assistant_epochs, args.quick, "assistant alone on the frozen FHN + student"
-    )
+    _fit(rim, data, 1 if args.quick else args.epochs, args.quick, "assistant alone on the frozen FHN + student")
     _save(rim, args.out / name)
 
 
@@ -365,69 +384,13 @@ def capacity(args: argparse.Namespace) -> None:
     (args.out / f"results_capacity_{args.pairs}{suffix}.md").write_text(text + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny data, 2 batches per training")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "reproduce_rim", help="output directory")
-    parser.add_argument(
-        "--grid", type=Path, default=None, help="SR grid PNG (default: docs/img/rim_sr_grid.png; --quick: in --out)"
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--teacher-epochs", type=int, default=8)
-    parser.add_argument("--student-epochs", type=int, default=6)
-    parser.add_argument("--rim-epochs", type=int, default=6)
-    parser.add_argument("--student-width", type=int, default=8, help="width of the iresnet34 student and assistant")
-    parser.add_argument(
-        "--assistant-after-epoch",
-        type=int,
-        default=None,
-        help="RIM's assistant_after_epoch: FHN + student this many of --rim-epochs, then the assistant alone",
-    )
-    parser.add_argument("--probe", type=int, default=LR, help="probe side in px on the 64 px faces (default 8: 8x)")
-    parser.add_argument("--reevaluate", action="store_true", help="evaluate the run in --out again; train nothing")
-    parser.add_argument(
-        "--capacity", action="store_true", help="Eq. (12) with no information lost: student + assistant on HR faces"
-    )
-    parser.add_argument(
-        "--assistant-epochs", type=int, default=0, help="train the run's assistant alone this many epochs (then stop)"
-    )
-    parser.add_argument(
-        "--assistant-width", type=int, default=None, help="--assistant-epochs: a new assistant of this width instead"
-    )
-    parser.add_argument(
-        "--without-assistant", action="store_true", help="train only the run's (e): its RIM without the assistant"
-    )
-    parser.add_argument("--checkpoint", default="rim.ckpt", help="--reevaluate: the checkpoint in --out to score")
-    parser.add_argument(
-        "--sequential", action="store_true", help="--capacity: the student first, then the assistant on its residuals"
-    )
-    parser.add_argument(
-        "--assistant-block-weights", type=float, nargs="+", default=None, help="--capacity: Eq. (12) weight per block"
-    )
-    parser.add_argument("--pairs", type=int, default=6000, help="--reevaluate: synthetic test pairs")
-    parser.add_argument("--pair-identities", type=int, default=1000, help="--reevaluate: identities of those pairs")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="--reevaluate: bootstrap rounds")
-    args = parser.parse_args()
-    if args.assistant_after_epoch is not None and not 0 <= args.assistant_after_epoch < args.rim_epochs:
-        parser.error(
-            f"--assistant-after-epoch {args.assistant_after_epoch} leaves the assistant no epoch of --rim-epochs "
-            f"{args.rim_epochs}: pass 0 <= N < --rim-epochs"
-        )
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.reevaluate:
-        reevaluate(args)
-        return
-    if args.capacity:
-        capacity(args)
-        return
-    if args.assistant_epochs:
-        assistant_phase(args)
-        return
-    if args.without_assistant:
-        checkpoint = torch.load(args.out / "rim.ckpt", map_location="cpu", weights_only=True)
-        train_without_assistant(args, checkpoint["hyper_parameters"])
-        return
+def without_assistant(args: argparse.Namespace) -> None:
+    """Table 1's (e) for a finished run (``--out``/rim.ckpt) that lacks it."""
+    train_without_assistant(args, _hparams(_load(args.out / "rim.ckpt")))
+
+
+def run(args: argparse.Namespace) -> None:
+    """Train the teacher, (b), (c), RIM and (e); score every row; write results.md, results.json and the SR grid."""
     quick = args.quick
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -480,7 +443,7 @@ def main() -> None:
     rim.eval_mode = "rim"
     _save(rim, args.out / "rim.ckpt")
     # Table 1's (e) as the paper trains it: FHN + student on their own, after RIM (RIM's seed stream unchanged).
-    alone, timings["rim_without_assistant"] = train_without_assistant(args, dict(rim.hparams), data)
+    alone, timings["rim_without_assistant"] = train_without_assistant(args, _hparams(rim), data)
     results["alone"] = _test(alone, data, quick)
 
     key = f"test_acc_synthetic_hr_lr_{args.probe}px"
@@ -536,6 +499,71 @@ def main() -> None:
     }
     for check, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {check}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quick", action="store_true", help="smoke run: tiny data, 2 batches per training")
+    common.add_argument("--out", type=Path, default=REPO / "runs" / "reproduce_rim", help="the run's directory")
+    common.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    common.add_argument("--probe", type=int, default=LR, help="probe side in px on the 64 px faces (default 8: 8x)")
+    pairs = argparse.ArgumentParser(add_help=False)
+    pairs.add_argument("--pairs", type=int, default=6000, help="synthetic test pairs")
+    pairs.add_argument("--pair-identities", type=int, default=1000, help="identities of those pairs")
+    pairs.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds")
+    rim_epochs = argparse.ArgumentParser(add_help=False)
+    rim_epochs.add_argument("--rim-epochs", type=int, default=6)
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="subcommand")
+    sub = commands.add_parser("run", parents=[common, rim_epochs], help="train and score every row of Table 1 and 4")
+    sub.add_argument(
+        "--grid", type=Path, default=None, help="SR grid PNG (default: docs/img/rim_sr_grid.png; --quick: in --out)"
+    )
+    sub.add_argument("--teacher-epochs", type=int, default=8)
+    sub.add_argument("--student-epochs", type=int, default=6)
+    sub.add_argument("--student-width", type=int, default=8, help="width of the iresnet34 student and assistant")
+    sub.add_argument(
+        "--assistant-after-epoch",
+        type=int,
+        default=None,
+        help="RIM's assistant_after_epoch: FHN + student this many of --rim-epochs, then the assistant alone",
+    )
+    sub.set_defaults(main=run)
+    sub = commands.add_parser("reevaluate", parents=[common, pairs], help="score a finished run again; train nothing")
+    sub.add_argument("--checkpoint", default="rim.ckpt", help="the checkpoint in --out to score")
+    sub.set_defaults(main=reevaluate)
+    sub = commands.add_parser(
+        "capacity", parents=[common, pairs], help="Eq. (12) with no information lost: student + assistant on HR faces"
+    )
+    sub.add_argument("--student-epochs", type=int, default=6)
+    sub.add_argument("--student-width", type=int, default=8, help="width of the iresnet34 student and assistant")
+    sub.add_argument("--sequential", action="store_true", help="the student first, then the assistant on its residuals")
+    sub.add_argument("--assistant-block-weights", type=float, nargs="+", default=None, help="Eq. (12) weight per block")
+    sub.set_defaults(main=capacity)
+    sub = commands.add_parser("assistant-phase", parents=[common], help="train a run's assistant alone (then stop)")
+    sub.add_argument("--epochs", type=int, required=True, help="epochs of the assistant alone")
+    sub.add_argument("--width", type=int, default=None, help="a new assistant of this width instead")
+    sub.set_defaults(main=assistant_phase)
+    sub = commands.add_parser(
+        "without-assistant", parents=[common, rim_epochs], help="train only a run's (e): its RIM without the assistant"
+    )
+    sub.set_defaults(main=without_assistant)
+    return parser
+
+
+def main() -> None:
+    parser = _parser()
+    args = parser.parse_args()
+    after = getattr(args, "assistant_after_epoch", None)
+    if after is not None and not 0 <= after < args.rim_epochs:
+        parser.error(
+            f"--assistant-after-epoch {after} leaves the assistant no epoch of --rim-epochs {args.rim_epochs}: "
+            "pass 0 <= N < --rim-epochs"
+        )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.main(args)
 
 
 if __name__ == "__main__":

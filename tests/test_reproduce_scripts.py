@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from crossres.methods import RIM, load_method
+
 from .conftest import REPO
 
 
@@ -15,6 +17,7 @@ def test_reproduce_rim_quick_writes_its_grid_in_out_not_in_docs(tmp_path) -> Non
         [
             sys.executable,
             str(REPO / "benchmarks" / "reproduce_rim.py"),
+            "run",
             "--quick",
             "--threads",
             "1",
@@ -38,6 +41,7 @@ def test_reproduce_rim_quick_writes_its_grid_in_out_not_in_docs(tmp_path) -> Non
     assert "RIM schedule: 2 epochs, FHN + student 1, then the assistant alone 1" in results
     assert "| (e) | HR-LR | FHN + student, trained without the assistant" in results  # Table 1's (e), §4.1
     assert (tmp_path / "rim_without_assistant.ckpt").stat().st_size > 0
+    assert isinstance(load_method(tmp_path / "rim_without_assistant.ckpt"), RIM)  # the checkpoints name their class
     assert (documented.read_bytes() if documented.exists() else None) == before
 
 
@@ -46,6 +50,7 @@ def test_reproduce_rim_refuses_an_assistant_phase_with_no_epochs(tmp_path) -> No
         [
             sys.executable,
             str(REPO / "benchmarks" / "reproduce_rim.py"),
+            "run",
             "--rim-epochs",
             "6",
             "--assistant-after-epoch",

@@ -5,6 +5,10 @@ feature maps at the output of block ``k`` (same shape for the three networks). T
 last map, Eq. (11); the assistant learns the residual ``f_T^k - f_S^k`` at every block, Eq. (12); inference uses
 ``f_S = f_S^K + f_A^K``.
 
+In joint training (§3.3) FHN also receives both errors relative to the teacher's map energy, ``L_S / ||f_T^K||²``
+and ``L_A / sum_k w_k ||f_T^k||²`` (dimensionless; the raw squared norms scale with the teacher's activations): each
+loss's :meth:`~StudentDistillationLoss.teacher_energy` is its denominator.
+
 Both losses have two reductions: ``"sum"`` is the paper's squared L2 norm per sample, averaged over the batch;
 ``"mean"`` also averages over the elements of each map (a constant rescaling per block).
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 __all__ = ["ResidualDistillationLoss", "StudentDistillationLoss"]
@@ -29,6 +34,10 @@ def _check_reduction(reduction: str) -> None:
 def _squared_norm(diff: Tensor, reduction: str) -> Tensor:
     squared = diff.pow(2)
     return squared.mean() if reduction == "mean" else squared.flatten(1).sum(1).mean()
+
+
+def _energy(feature_map: Tensor, reduction: str) -> Tensor:
+    return _squared_norm(feature_map, reduction).clamp_min(1e-12)
 
 
 class StudentDistillationLoss(nn.Module):
@@ -66,6 +75,30 @@ class StudentDistillationLoss(nn.Module):
             )
         return _squared_norm(teacher - student, self.reduction)
 
+    def inner_blocks(self, teacher: Sequence[Tensor], student: Sequence[Tensor], blocks: Sequence[int]) -> Tensor:
+        """The same squared error at inner blocks ``k < K`` (fitting the 1x1 adapters of a student's maps).
+
+        Args:
+            teacher: ``[f_T^1, ..., f_T^K]``.
+            student: ``[f_S^1, ..., f_S^K]``, same shapes.
+            blocks: 0-based indices of the blocks to compare.
+
+        Returns:
+            Scalar sum over ``blocks``.
+        """
+        return torch.stack([self(teacher[k], student[k]) for k in blocks]).sum()
+
+    def teacher_energy(self, teacher: Sequence[Tensor]) -> Tensor:
+        """``||f_T^K||²`` (Eq. (11) of a student that outputs zeros), at least ``1e-12``.
+
+        Args:
+            teacher: ``[f_T^1, ..., f_T^K]``.
+
+        Returns:
+            Scalar.
+        """
+        return _energy(teacher[-1], self.reduction)
+
 
 class ResidualDistillationLoss(nn.Module):
     """Eq. (12): ``L_A = sum_k ||(f_T^k - f_S^k) - f_A^k||_2^2`` over all ``K`` blocks.
@@ -99,6 +132,19 @@ class ResidualDistillationLoss(nn.Module):
     def weights(self, num_blocks: int) -> list[float]:
         """The weight ``w_k`` of each of ``num_blocks`` blocks (all 1 unless ``block_weights`` was given)."""
         return self.block_weights or [1.0] * num_blocks
+
+    def teacher_energy(self, teacher: Sequence[Tensor]) -> Tensor:
+        """``sum_k w_k ||f_T^k||²`` (Eq. (12) of a student and an assistant that output zeros; each block's norm at
+        least ``1e-12``).
+
+        Args:
+            teacher: ``[f_T^1, ..., f_T^K]``.
+
+        Returns:
+            Scalar.
+        """
+        weights = self.weights(len(teacher))
+        return sum(w * _energy(f, self.reduction) for w, f in zip(weights, teacher, strict=True))  # type: ignore[return-value]
 
     def forward(self, teacher: Sequence[Tensor], student: Sequence[Tensor], assistant: Sequence[Tensor]) -> Tensor:
         """Assistant loss.

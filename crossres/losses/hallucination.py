@@ -1,4 +1,5 @@
-"""Face hallucination losses of RIM's FHN (001, §3.1.1): pixel, landmark-heatmap and parsing losses, Eqs. (2)-(4).
+"""Face hallucination losses of RIM's FHN (001, §3.1.1): pixel, landmark-heatmap and parsing losses, Eqs. (2)-(4),
+and the generator's objective that weighs them with the domain loss, Eq. (1).
 
 Every loss has two reductions: ``"sum"`` is the paper's formula for one image (sums over pixels), averaged over the
 batch; ``"mean"`` also averages over pixels (and channels/landmarks), which only rescales the loss by a constant and
@@ -12,7 +13,7 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LandmarkHeatmapLoss", "ParsingLoss", "PixelLoss"]
+__all__ = ["HallucinationLoss", "LandmarkHeatmapLoss", "ParsingLoss", "PixelLoss"]
 
 Reduction = Literal["mean", "sum"]
 
@@ -139,3 +140,76 @@ class ParsingLoss(nn.Module):
             return F.cross_entropy(logits, labels)
         per_pixel = F.cross_entropy(logits, labels, reduction="none") / logits.shape[1]
         return per_pixel.sum(dim=(1, 2)).mean()
+
+
+class HallucinationLoss(nn.Module):
+    """Eq. (1): the generator's objective ``L_G = L_domain + λ0 L_pixel + λ1 L_landmark + λ2 L_parsing``.
+
+    ``L_domain`` is the MK-MMD between the tri-path maps of the coarse SR and of the real HR faces (Eqs. (7)-(9),
+    :class:`~crossres.losses.mmd.MKMMD`), measured on the domain discriminator's features and passed in; the
+    other terms are Eqs. (2)-(4). ``lambda_domain`` is not in the paper, which weighs ``L_domain`` by 1.
+
+    Args:
+        reduction: reduction of Eqs. (2)-(4) (see :class:`PixelLoss`).
+        lambda_domain: weight of ``L_domain``.
+        lambda_pixel: ``λ0``.
+        lambda_landmark: ``λ1``.
+        lambda_parsing: ``λ2``.
+
+    Raises:
+        ValueError: on an unknown ``reduction`` or a negative weight.
+    """
+
+    def __init__(
+        self,
+        reduction: Reduction = "mean",
+        lambda_domain: float = 1.0,
+        lambda_pixel: float = 1.0,
+        lambda_landmark: float = 1.0,
+        lambda_parsing: float = 1.0,
+    ) -> None:
+        super().__init__()
+        weights = {
+            "domain": lambda_domain,
+            "pixel": lambda_pixel,
+            "landmark": lambda_landmark,
+            "parsing": lambda_parsing,
+        }
+        for name, weight in weights.items():
+            if weight < 0:
+                raise ValueError(f"lambda_{name} must be >= 0, got {weight}")
+        self.weights = weights
+        self.pixel = PixelLoss(reduction)
+        self.landmark = LandmarkHeatmapLoss(reduction)
+        self.parsing = ParsingLoss(reduction)
+
+    def forward(
+        self,
+        domain: Tensor,
+        sr: Tensor,
+        hr: Tensor,
+        priors: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The objective and its terms.
+
+        Args:
+            domain: ``L_domain``, the scalar MK-MMD of Eq. (7).
+            sr: ``(B, 3, H, W)`` super-resolved faces ``I_sr``.
+            hr: ``(B, 3, H, W)`` ground-truth HR faces.
+            priors: ``(heatmaps, heatmap_targets, parsing_logits, parsing_labels)`` for Eqs. (3)-(4) (see
+                :class:`LandmarkHeatmapLoss`, :class:`ParsingLoss`); ``None`` leaves both terms out.
+
+        Returns:
+            ``L_G`` and its unweighted terms ``{"mmd", "pixel"[, "landmark", "parsing"]}``.
+        """
+        w = self.weights
+        terms = {"mmd": domain, "pixel": self.pixel(sr, hr)}  # Eqs. (7), (2)
+        if priors is not None:
+            heatmaps, heatmap_targets, parsing_logits, parsing_labels = priors
+            terms["landmark"] = self.landmark(heatmaps, heatmap_targets)  # Eq. (3)
+            terms["parsing"] = self.parsing(parsing_logits, parsing_labels)  # Eq. (4)
+        total = w["domain"] * terms["mmd"] + w["pixel"] * terms["pixel"]
+        if priors is not None:
+            total = total + w["landmark"] * terms["landmark"]
+            total = total + w["parsing"] * terms["parsing"]
+        return total, terms

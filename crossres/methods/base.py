@@ -371,9 +371,14 @@ class CrossResMethod(pl.LightningModule):
         """
         return None
 
-    def sr_probe(self, images: Tensor) -> Tensor | None:
+    def sr_probe(self, images: Tensor, protocol: str) -> Tensor | None:
         """The super-resolved face of LR probes, scored by PSNR / SSIM against the HR face beside the bicubic probe
-        (rows in :attr:`sr_quality`); ``None`` (the default) where the method does not super-resolve.
+        (rows in :attr:`sr_quality`); ``None`` (the default) where the method does not super-resolve, or does not
+        score this protocol.
+
+        Args:
+            images: ``(B, 3, H, W)`` LR probes, degraded and upsampled back to the HR size.
+            protocol: their evaluation protocol (e.g. ``14px``).
         """
         return None
 
@@ -408,9 +413,9 @@ class CrossResMethod(pl.LightningModule):
 
     def _sr_quality_step(self, split: str, batch: dict[str, Any]) -> None:
         for protocol, lr in batch["lr1"].items():
-            sr = self.sr_probe(lr)
+            sr = self.sr_probe(lr, protocol)
             if sr is None:
-                return
+                continue
             for kind, image in (("sr", sr.clamp(0, 1)), ("bicubic", lr.clamp(0, 1))):
                 for measure, metric_class in _SR_MEASURES:
                     key = f"{split}__{protocol}__{measure}_{kind}"

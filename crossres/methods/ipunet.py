@@ -107,7 +107,7 @@ class IPUNet(CrossResMethod):
     def reference_embedder(self) -> Callable[[Tensor], Tensor]:
         return self.recognizer  # the frozen HR recogniser on HR and bicubic faces
 
-    def sr_probe(self, images: Tensor) -> Tensor:
+    def sr_probe(self, images: Tensor, protocol: str) -> Tensor:
         return self.super_resolve(images)  # PSNR / SSIM against the HR face, every protocol
 
     def embed(self, images: Tensor) -> Tensor:

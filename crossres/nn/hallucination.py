@@ -340,6 +340,25 @@ class FaceHallucinationNet(nn.Module):
         """Parameters ``theta_G`` of the generator (coarse SR network and tri-path generator)."""
         return [*self.coarse.parameters(), *self.tripath.parameters()]
 
+    def domain_features(self, out: FHNOutput, detach: bool = False) -> tuple[Tensor, Tensor]:
+        """``D_d``'s features of the coarse SR faces' and of the real HR faces' tri-path maps, the two samples of
+        Eq. (8).
+
+        Args:
+            out: FHN's output for probes and their HR faces (``maps_hr`` set).
+            detach: cut the maps from the generator (the discriminator's step, Eq. (6)).
+
+        Returns:
+            ``(B, domain_dim)`` features of ``out.maps`` and of ``out.maps_hr``.
+
+        Raises:
+            ValueError: if ``out`` holds no HR maps.
+        """
+        if out.maps_hr is None:
+            raise ValueError("domain_features needs FHN's output for the HR faces too: call fhn(lr, hr)")
+        maps, maps_hr = (out.maps.detach(), out.maps_hr.detach()) if detach else (out.maps, out.maps_hr)
+        return self.domain(maps), self.domain(maps_hr)
+
     def forward(self, lr: Tensor, hr: Tensor | None = None) -> FHNOutput:
         """Hallucinate HR faces from LR probes; with ``hr``, also run the tri-path generator on the real HR faces.
 
