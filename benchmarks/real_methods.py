@@ -145,11 +145,8 @@ def score(model: CrossResMethod, dm: FaceDataModule, knoche_sets: list[str], bat
     Fixed-size protocols embed every chip once per size, through ``eval_embed_hr`` / ``eval_embed_lr``, from which
     HR-HR, LR-LR and both HR-LR orders are scored; protocols with per-pair sizes embed both chips of every pair.
     """
-    if (
-        type(model).cross_score is not CrossResMethod.cross_score
-        or type(model).eval_batch is not CrossResMethod.eval_batch
-    ):
-        raise SystemExit(
+    if not plain_scoring(model):
+        raise ValueError(
             f"{type(model).__name__} scores pairs its own way (cross_score / eval_batch): use crossres test"
         )
     sets = [dm.pair_set(spec) for spec in dm.test_sets]
@@ -184,6 +181,16 @@ def score(model: CrossResMethod, dm: FaceDataModule, knoche_sets: list[str], bat
                 out[f"{name}__{comparison}__{protocol}__scores"] = _cos(a, b)
                 out[f"{name}__{comparison}__{protocol}__issame"] = issame
     return out
+
+
+def plain_scoring(model: CrossResMethod) -> bool:
+    """Whether ``model`` scores pairs by the cosine of its HR and LR embeddings, as :func:`score` does (GuidedCNN
+    does unless ``test_mode: unknown`` or an ``occlusion``).
+    """
+    kind = type(model)
+    own = kind.cross_score is not CrossResMethod.cross_score or kind.eval_batch is not CrossResMethod.eval_batch
+    hp = model.hparams
+    return not own or (hp.get("test_mode", "known") == "known" and hp.get("occlusion", "none") == "none")
 
 
 def _fill(target: torch.Tensor, lo: int, values: torch.Tensor) -> torch.Tensor:
@@ -339,7 +346,7 @@ def main() -> None:
     parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, of {', '.join(STEPS)}")
     parser.add_argument("--knoche-sets", default="pairsDevTest", help="pair sets scored under Knoche's per-pair sizes")
     parser.add_argument("--main-set", default="pairsDevTest_6000", help="the pair set of the main table")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of each interval")
+    parser.add_argument("--bootstrap", type=int, default=300, help="bootstrap resamples of each interval")
     parser.add_argument("--batch", type=int, default=64, help="chips per embedding batch")
     args = parser.parse_args()
     methods, steps = args.methods.split(","), args.steps.split(",")
@@ -373,10 +380,13 @@ def main() -> None:
             else:
                 name = yaml.safe_load((CONFIGS / f"{method}.yaml").read_text())["name"]
                 checkpoint = args.out / "runs" / name / "checkpoints" / "last.ckpt"
-                if not checkpoint.is_file():
-                    print(f"{method}: no {checkpoint}, not scored", flush=True)
+                if not (args.out / "runs" / name / "fit_done").is_file():
+                    print(f"{method}: its fit has not finished, not scored", flush=True)
                     continue
                 model = load_method(checkpoint)
+            if not plain_scoring(model):
+                print(f"{method}: scores pairs its own way, not scored here (use crossres test)", flush=True)
+                continue
             np.savez(path, **score(model, dm, args.knoche_sets.split(","), args.batch))
     if "report" in steps:
         report(args, methods)

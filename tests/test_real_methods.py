@@ -146,3 +146,36 @@ def test_benchmark_scoring_equals_crossres_test(standin: dict[str, Path], tmp_pa
     assert got.keys() == expected.keys() and len(got) == 2 * (1 + 2 * 5)
     for key, acc in expected.items():
         assert got[key] == pytest.approx(acc, abs=1e-9), key
+
+
+def test_head_init_imprint_sets_each_class_to_its_mean_embedding(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from torchvision.io import encode_png
+
+    from crossres.data import FaceDataModule
+
+    generator = torch.Generator().manual_seed(0)
+    for person in ("a", "b", "c"):
+        (tmp_path / person).mkdir()
+        for k in range(2 if person != "c" else 1):
+            image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=generator)
+            (tmp_path / person / f"{k}.png").write_bytes(encode_png(image).numpy().tobytes())
+    dm = FaceDataModule(
+        train_format="folder", train_root=str(tmp_path), image_size=(32, 32), num_workers=0, lr_sizes=[8]
+    )
+    model = Baseline(
+        num_classes=3, image_size=(32, 32), backbone="iresnet18", backbone_kwargs={"width": 8}, embedding_size=16,
+        head_init="imprint",
+    )  # fmt: skip
+    model._trainer = SimpleNamespace(datamodule=dm)  # type: ignore[assignment]
+    model.imprint_head()
+    model.backbone.eval()
+    batch = next(iter(dm.plain_train_dataloader(batch_size=8)))
+    with torch.no_grad():
+        embeddings = torch.nn.functional.normalize(model.backbone(batch["image"].float() / 255), dim=1)
+    for label in range(3):
+        mean = embeddings[batch["label"] == label].mean(0)
+        assert torch.allclose(model.head.weight[label], mean / mean.norm(), atol=1e-5)
+    with pytest.raises(ValueError, match="cosine head"):
+        Baseline(head="softmax", head_init="imprint")

@@ -456,6 +456,23 @@ class FaceDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (int(trainer.world_size), int(trainer.global_rank)) if trainer is not None else (1, 0)
 
+    def plain_train_dataloader(self, batch_size: int | None = None) -> DataLoader:
+        """The training faces once, in order, without augmentation or degradation (``{"image", "label"}``
+        batches): for statistics of the training set, e.g. a classifier's weights imprinted from a pretrained
+        recogniser.
+
+        Args:
+            batch_size: faces per batch (``None``: ``eval_batch_size``).
+        """
+        hp = self.hparams
+        return DataLoader(
+            self._build_train_set(),
+            batch_size=batch_size or hp["eval_batch_size"],
+            shuffle=False,
+            num_workers=hp["num_workers"],
+            collate_fn=_image_and_label,
+        )
+
     def train_dataloader(self) -> DataLoader:
         dataset = _Augmented(self._build_train_set(), self._cpu_transform())
         hp = self.hparams
@@ -582,6 +599,13 @@ class FaceDataModule(pl.LightningDataModule):
             "pair_id": batch["pair_id"],
             "pair_set": self.pair_set(specs[dataloader_idx]).pair_set.name,
         }
+
+
+def _image_and_label(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    return {
+        "image": torch.stack([torch.as_tensor(item["image"]) for item in items]),
+        "label": torch.tensor([int(item["label"]) for item in items]),
+    }
 
 
 def _pairs_file_name(path: Path) -> str:

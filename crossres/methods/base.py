@@ -23,6 +23,7 @@ from crossres.metrics.verification import VerificationMetric
 from crossres.nn.backbones import build_backbone
 from crossres.nn.heads import build_head
 from crossres.nn.weights import load_backbone_weights
+from crossres.transforms.functional import to_float
 
 __all__ = [
     "HR_MODEL_COMMAND",
@@ -718,6 +719,10 @@ class RecogniserMethod(CrossResMethod):
         head: classification head: ``softmax``, ``cosface`` or ``arcface``.
         scale: margin heads' logit scale ``s``.
         margin: margin ``m`` (``None``: the head's default, 0.5 ArcFace / 0.35 CosFace).
+        head_init: ``random``, or ``imprint``: before a fresh fit, each class's weight is the normalised mean
+            embedding of its training faces by the (pretrained) backbone (weight imprinting, Qi et al. 2018), so a
+            new head over a pretrained recogniser starts near its optimum instead of pulling the features apart.
+            Needs a cosine head (``arcface``, ``cosface``).
         **kwargs: optimisation and evaluation arguments of :class:`CrossResMethod`.
     """
 
@@ -729,9 +734,38 @@ class RecogniserMethod(CrossResMethod):
         head: Literal["softmax", "cosface", "arcface"] = "arcface",
         scale: float = 64.0,
         margin: float | None = None,
+        head_init: Literal["random", "imprint"] = "random",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if head_init not in ("random", "imprint"):
+            raise ValueError(f"model.head_init must be 'random' or 'imprint', got {head_init!r}")
+        if head_init == "imprint" and head == "softmax":
+            raise ValueError("model.head_init: imprint needs a cosine head (model.head: arcface or cosface)")
+
+    def on_train_start(self) -> None:
+        if self.hparams["head_init"] == "imprint" and self.trainer.ckpt_path is None and self.global_step == 0:
+            self.imprint_head()
+
+    @torch.no_grad()
+    def imprint_head(self) -> None:
+        """Set each class's head weight to the normalised mean embedding of its training faces (``head_init``)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        loader = getattr(datamodule, "plain_train_dataloader", None)
+        if loader is None:
+            raise TypeError("model.head_init: imprint reads the training faces through FaceDataModule")
+        weight = self.head.weight
+        sums, counts = torch.zeros_like(weight, dtype=torch.float32), torch.zeros(len(weight), device=weight.device)
+        was_training = self.backbone.training
+        self.backbone.eval()
+        for batch in loader():
+            images = to_float(batch["image"].to(self.device))
+            labels = batch["label"].to(self.device)
+            sums.index_add_(0, labels, F.normalize(self.backbone(images).float(), dim=1))
+            counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float32))
+        self.backbone.train(was_training)
+        seen = counts > 0
+        weight[seen] = F.normalize(sums[seen], dim=1).to(weight.dtype)
 
     def build(self) -> None:
         hp = self.hparams
