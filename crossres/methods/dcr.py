@@ -49,6 +49,9 @@ class DCRTwoStage(CrossResMethod):
         euclidean_weight: ``α`` of Eq. (5).
         branch_selection: how a probe picks its pair: ``size`` (nearest branch size to its ``lr_size``) or
             ``estimator`` (the resolution estimator on its trunk feature).
+        branch_init: ``random`` (003), or ``identity``: every branch mapping starts as the identity
+            (``branch_features == embedding_size``), so step 2 starts from the trunk's own embedding, e.g. a
+            pretrained recogniser's, instead of a random projection of it.
         estimator_hidden: hidden units of the resolution estimator.
         **kwargs: optimisation and evaluation arguments of :class:`CrossResMethod`.
     """
@@ -68,6 +71,7 @@ class DCRTwoStage(CrossResMethod):
         center_weight: float = 0.008,
         euclidean_weight: float = 0.008,
         branch_selection: Literal["size", "estimator"] = "size",
+        branch_init: Literal["random", "identity"] = "random",
         estimator_hidden: int = 64,
         **kwargs: Any,
     ) -> None:
@@ -108,7 +112,10 @@ class DCRTwoStage(CrossResMethod):
             return
         freeze(self.trunk)  # §II-B step 2: "model parameters of the trunk network remain unchanged"
         self.branches = nn.ModuleDict(
-            {str(k): BranchPair(dim, hp["branch_features"], classes) for k in self.branch_sizes}
+            {
+                str(k): BranchPair(dim, hp["branch_features"], classes, identity_init=hp["branch_init"] == "identity")
+                for k in self.branch_sizes
+            }
         )
         self.cm_losses = nn.ModuleDict(
             {
@@ -123,6 +130,16 @@ class DCRTwoStage(CrossResMethod):
             }
         )
         self.estimator = ResolutionEstimator(dim, len(self.branch_sizes), hidden=hp["estimator_hidden"])
+
+    def head_modules(self) -> list[nn.Module]:
+        if self.stage == 1:
+            return [self.trunk_head]
+        return [
+            m
+            for pair in self.branches.values()
+            for branch in (pair.hr, pair.lr)
+            for m in (branch.prelu, branch.classifier)
+        ]
 
     # ------------------------------------------------------------------------------------- frozen trunk
     def setup(self, stage: str) -> None:

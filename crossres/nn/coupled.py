@@ -145,16 +145,26 @@ class BranchNetwork(nn.Module):
         in_features: dimension of the trunk feature ``v``.
         feature_size: dimension of ``x`` / ``z`` (512 in 003).
         num_classes: training identities ``n`` of Eq. (2).
+        identity_init: start the mapping as the identity (``feature_size == in_features``), so that the branch
+            feature is the trunk feature before training.
 
     Raises:
-        ValueError: if a size is not positive.
+        ValueError: if a size is not positive, or ``identity_init`` with ``feature_size != in_features``.
     """
 
-    def __init__(self, in_features: int, feature_size: int, num_classes: int) -> None:
+    def __init__(self, in_features: int, feature_size: int, num_classes: int, identity_init: bool = False) -> None:
         super().__init__()
         if min(in_features, feature_size, num_classes) < 1:
             raise ValueError(f"sizes must be positive, got {in_features=}, {feature_size=}, {num_classes=}")
+        if identity_init and feature_size != in_features:
+            raise ValueError(
+                f"an identity mapping needs feature_size == in_features, got {feature_size} and {in_features}"
+            )
         self.mapping = nn.Linear(in_features, feature_size)
+        if identity_init:
+            with torch.no_grad():
+                self.mapping.weight.copy_(torch.eye(feature_size))
+                self.mapping.bias.zero_()
         self.prelu = nn.PReLU(feature_size)
         self.classifier = nn.Linear(feature_size, num_classes)
 
@@ -182,12 +192,13 @@ class BranchPair(nn.Module):
         in_features: dimension of the trunk feature ``v``.
         feature_size: dimension of ``x`` and ``z``.
         num_classes: training identities.
+        identity_init: both mappings start as the identity (:class:`BranchNetwork`).
     """
 
-    def __init__(self, in_features: int, feature_size: int, num_classes: int) -> None:
+    def __init__(self, in_features: int, feature_size: int, num_classes: int, identity_init: bool = False) -> None:
         super().__init__()
-        self.hr = BranchNetwork(in_features, feature_size, num_classes)
-        self.lr = BranchNetwork(in_features, feature_size, num_classes)
+        self.hr = BranchNetwork(in_features, feature_size, num_classes, identity_init)
+        self.lr = BranchNetwork(in_features, feature_size, num_classes, identity_init)
 
     def inference_parameters(self) -> int:
         """Parameters used at test time: the two feature mappings (the classifiers serve only training)."""
