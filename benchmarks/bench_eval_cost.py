@@ -45,6 +45,7 @@ from common import format_table, machine, quiet_lightning, synchronize, write_js
 from torch import Tensor, nn
 
 from crossres.data.datamodule import FaceDataModule
+from crossres.data.options import SyntheticOptions
 from crossres.data.pairs import PairDataset
 from crossres.data.protocols import KNOCHE_PROTOCOLS
 from crossres.methods.baseline import Baseline
@@ -117,7 +118,7 @@ def crossres_eval(model: Baseline, datamodule: FaceDataModule, device: torch.dev
 def naive_eval(model: Baseline, datamodule: FaceDataModule, device: torch.device) -> tuple[float, dict]:
     """Each protocol on its own: embed both images of every pair at HR and at the LR size, score four comparisons."""
     model.to(device).eval()
-    backend = datamodule.hparams["backend"]
+    backend = datamodule.degradation.backend
     protocols = list(datamodule.pair_set("synthetic").protocols)
     accuracies: dict[tuple[str, str], float] = {}
     synchronize(device)
@@ -150,9 +151,8 @@ def run_scenario(args: argparse.Namespace, scenario: str, device: torch.device) 
     """Count passes and time both evaluations of one protocol list."""
     datamodule = FaceDataModule(
         image_size=HR_SIZE,
-        num_identities=2,  # no training set is used
+        synthetic=SyntheticOptions(num_identities=2, pairs=args.pairs),  # 2 identities: no training set is used
         val_sets=["synthetic"],
-        synthetic_pairs=args.pairs,
         protocols=protocol_specs(scenario, args.sweep_step),
         eval_batch_size=args.eval_batch_size,
         num_workers=0,

@@ -23,8 +23,9 @@ time of the ``exec`` (the two agree whenever the method's process outgrows this 
 is built). Precision: the config's ``trainer.precision``; unset (RIM) means the method's ``gpu_precision`` on a GPU,
 ``32-true`` on the CPU, as the CLI does.
 
-LR sizes in the configs (``lr_sizes``, ``lr_views``, ``quality_lr_sizes``, ``branch_sizes``, ``trunk_resolutions``,
-``learner_sizes``) are scaled with the face size when it is not 112 px. DCR's trunk needs faces of at least 48 px.
+LR sizes in the configs (``data.degradation``'s ``lr_sizes`` and ``lr_views``, ``quality_lr_sizes``,
+``branch_sizes``, ``trunk_resolutions``, ``learner_sizes``) are scaled with the face size when it is not 112 px.
+DCR's trunk needs faces of at least 48 px.
 ``--quick`` runs every method at batch 8 and 32 px (DCR: 48 px) in ONE subprocess: a smoke test whose RSS column is
 cumulative, not per method.
 
@@ -121,15 +122,18 @@ def method_settings(name: str, batch: int, image_size: int) -> tuple[dict, str, 
     size = max(image_size, MIN_SIZE.get(name, 0))
     factor = size / 112
     data = dict(config["data"])
+    degradation = dict(data.get("degradation") or {})
     for key in DATA_SIZES:
-        if data.get(key) is not None:
-            data[key] = scale_sizes(data[key], factor)
-    data.update(image_size=[size, size], batch_size=batch, num_workers=0, val_sets=[], protocols=[])
+        if degradation.get(key) is not None:
+            degradation[key] = scale_sizes(degradation[key], factor)
+    data.update(
+        degradation=degradation, image_size=[size, size], batch_size=batch, num_workers=0, val_sets=[], protocols=[]
+    )
     model = dict(config["model"]["init_args"])
     for key in MODEL_SIZES:
         if model.get(key) is not None:
             model[key] = scale_sizes(model[key], factor)
-    model.update(num_classes=data["num_identities"], image_size=(size, size))
+    model.update(num_classes=data["synthetic"]["num_identities"], image_size=(size, size))
     return data, config["model"]["class_path"], model, config.get("trainer", {}).get("precision")
 
 

@@ -62,17 +62,18 @@ def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """Data-module and model arguments: ``experiments/baseline.yaml`` with the benchmark's overrides."""
     config = yaml.safe_load(CONFIG.read_text())
     data = dict(config["data"])
+    synthetic = dict(data["synthetic"], num_identities=args.identities, images_per_identity=args.images_per_identity)
     data.update(
         image_size=[args.image_size, args.image_size],
-        num_identities=args.identities,
-        images_per_identity=args.images_per_identity,
+        synthetic=synthetic,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         val_sets=[],  # no evaluation pair set is rendered: validation is off on both sides
         seed=args.seed,
     )
     if args.image_size != 112:  # keep the configured training sizes valid on smaller faces
-        data["lr_sizes"] = sorted({max(1, round(s * args.image_size / 112)) for s in data["lr_sizes"]})
+        sizes = sorted({max(1, round(s * args.image_size / 112)) for s in data["degradation"]["lr_sizes"]})
+        data["degradation"] = dict(data["degradation"], lr_sizes=sizes)
         data["protocols"] = []
     model = dict(config["model"]["init_args"])
     model.update(num_classes=args.identities, image_size=(args.image_size, args.image_size), train_on="hr")

@@ -269,7 +269,8 @@ def paired_difference(
             worse, index, probe, pair_set, comparison
         )
 
-    full = torch.arange(len(better[f"{pair_set}__hr_hr__scores"]))
+    suffix = "" if probe is None else "__" + (f"{probe}px" if isinstance(probe, int) else probe)
+    full = torch.arange(len(better[f"{pair_set}__{comparison}{suffix}__scores"]))
     point = gain(full)
     diffs = sorted(gain(i) for i in samples)
     return point, diffs[int(0.025 * len(diffs))], diffs[int(0.975 * len(diffs)) - 1]

@@ -87,7 +87,7 @@ METHODS: dict[str, Method] = {
             "DCRTwoStage",
             "DCR",
             ("dcr_stage1.yaml", "dcr_stage2.yaml"),
-            stage_args=((), ("--model.branch_sizes=[7, 14, 28, 56]", "--data.lr_views=[7, 14, 28, 56]")),
+            stage_args=((), ("--model.branch_sizes=[7, 14, 28, 56]", "--data.degradation.lr_views=[7, 14, 28, 56]")),
         ),
         Method("ipunet", "IPUNet", "IPUNet", ("ipunet.yaml",), teacher_arg="--model.recognizer_weights"),
         Method("rim", "RIM", "RIM", ("rim.yaml",), teacher_arg="--model.teacher_weights"),
@@ -134,10 +134,10 @@ def data_args(args: argparse.Namespace) -> list[str]:
     """The data every run shares: the same synthetic identities, images, pairs and seed."""
     return [
         "--data.train_format=synthetic",
-        f"--data.num_identities={args.identities}",
-        f"--data.images_per_identity={args.images_per_identity}",
-        f"--data.synthetic_pairs={args.pairs}",
-        f"--data.synthetic_seed={args.seed}",
+        f"--data.synthetic.num_identities={args.identities}",
+        f"--data.synthetic.images_per_identity={args.images_per_identity}",
+        f"--data.synthetic.pairs={args.pairs}",
+        f"--data.synthetic.seed={args.seed}",
         f"--data.seed={args.seed}",
         "--data.val_sets=[synthetic]",
         "--data.test_sets=[synthetic]",
@@ -348,7 +348,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     if "--" in argv:
         cut = argv.index("--")
         argv, passthrough = argv[:cut], argv[cut + 1 :]
-    data = yaml.safe_load((REPO / "experiments" / "data" / "synthetic.yaml").read_text())["data"]
+    synthetic = yaml.safe_load((REPO / "experiments" / "data" / "synthetic.yaml").read_text())["data"]["synthetic"]
     parser = argparse.ArgumentParser(
         description=(__doc__ or "").split("\n\n")[0],
         epilog="Arguments after `--` are appended to every crossres call (e.g. -- --trainer.accelerator=gpu).",
@@ -364,9 +364,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
         "--teacher", type=Path, default=None, help="HR recogniser checkpoint for GuidedCNN/IPUNet/RIM (default: the "
         "comparison's baseline run; must have the backbone of experiments/baseline.yaml)",
     )  # fmt: skip
-    parser.add_argument("--identities", type=int, default=int(data["num_identities"]), help="training identities")
-    parser.add_argument("--images-per-identity", type=int, default=int(data["images_per_identity"]))
-    parser.add_argument("--pairs", type=int, default=int(data["synthetic_pairs"]), help="evaluation pairs")
+    parser.add_argument("--identities", type=int, default=int(synthetic["num_identities"]), help="training identities")
+    parser.add_argument("--images-per-identity", type=int, default=int(synthetic["images_per_identity"]))
+    parser.add_argument("--pairs", type=int, default=int(synthetic["pairs"]), help="evaluation pairs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, the protocols and the training")
     args = parser.parse_args(argv)
     if args.budget < 1:

@@ -637,14 +637,14 @@ def section_eval(args: argparse.Namespace, device: torch.device, box: Box, resul
     from bench_eval_cost import HR_SIZE, PassCounter, crossres_eval, naive_eval
 
     from crossres.data.datamodule import FaceDataModule
+    from crossres.data.options import SyntheticOptions
     from crossres.methods.baseline import Baseline
 
     sizes = list(range(7, HR_SIZE[0] + 1, args.sweep_step))
     datamodule = FaceDataModule(
         image_size=HR_SIZE,
-        num_identities=2,  # no training set is used
+        synthetic=SyntheticOptions(num_identities=2, pairs=args.eval_pairs),  # 2 identities: no training set is used
         val_sets=["synthetic"],
-        synthetic_pairs=args.eval_pairs,
         protocols=sizes,  # type: ignore[arg-type]
         eval_batch_size=args.eval_batch_size,
         num_workers=0,
@@ -762,7 +762,8 @@ def section_ddp(args: argparse.Namespace, device: torch.device, box: Box, result
     from crossres.methods.baseline import Baseline
 
     data, model_args, _ = overhead_settings(args)
-    data.update(num_identities=4, images_per_identity=2 * args.overhead_batch // 4 + 1, num_workers=0)
+    data["synthetic"] = dict(data["synthetic"], num_identities=4, images_per_identity=2 * args.overhead_batch // 4 + 1)
+    data.update(num_workers=0)
     model_args.update(num_classes=4)
     backend = "nccl" if device.type == "cuda" else "gloo"
     environ = dict(os.environ)

@@ -40,6 +40,7 @@ import torch
 from common import fold_bootstrap, paired_difference, render_folder, synthetic_settings, trainer
 
 from crossres.data.datamodule import FaceDataModule
+from crossres.data.options import DegradationOptions, SyntheticOptions
 from crossres.methods.dcr import DCRTwoStage
 
 PAPER_PROBES = (8, 12, 16, 20)
@@ -73,15 +74,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = synthetic_settings()
     size = args.size
-    identities, per_identity, pairs = data["num_identities"], data["images_per_identity"], data["synthetic_pairs"]
+    synthetic = data["synthetic"]
+    identities, per_identity, pairs = synthetic["num_identities"], synthetic["images_per_identity"], synthetic["pairs"]
     trunk_epochs, branch_epochs = args.trunk_epochs, args.branch_epochs
     if args.quick:
         identities, per_identity, pairs, trunk_epochs, branch_epochs = 12, 6, 100, 1, 1
     scale = size / 112
     probes = [max(1, round(k * scale)) for k in PAPER_PROBES]
     views = [f"{max(1, round(k * scale))}x{max(1, round(k * scale))}" for k in PAPER_VIEWS]
-    difficulty = float(data.get("synthetic_difficulty", 1.0))
-    seed = int(data.get("synthetic_seed", 0))
+    difficulty = float(synthetic.get("difficulty", 1.0))
+    seed = int(synthetic.get("seed", 0))
     common: dict[str, Any] = {
         "num_classes": identities,
         "image_size": (size, size),
@@ -104,17 +106,14 @@ def main() -> None:
                 train_root=str(root),
                 image_size=(size, size),
                 val_sets=["synthetic"],
-                synthetic_seed=seed,
-                synthetic_difficulty=difficulty,
+                synthetic=SyntheticOptions(seed=seed, difficulty=difficulty, **({"pairs": pairs} | evaluation)),
                 protocols=list(probes),
-                lr_policy="fixed",
-                lr_sizes=[probes[0]],
-                lr_prob=0.0,
-                lr_views=lr_views,
+                degradation=DegradationOptions(
+                    lr_policy="fixed", lr_sizes=[probes[0]], lr_prob=0.0, lr_views=list(lr_views)
+                ),
                 batch_size=64,
                 eval_batch_size=200,
                 num_workers=0,
-                **({"synthetic_pairs": pairs} | evaluation),
             )
 
         # Step 1 (§II-B): the trunk on HR + the two LR views, Eq. (1).
@@ -158,9 +157,7 @@ def main() -> None:
         gains = []
         if args.eval_pairs:
             tic = time.time()
-            big = datamodule(
-                list(probes), synthetic_pairs=args.eval_pairs, synthetic_pair_identities=args.eval_pair_identities
-            )
+            big = datamodule(list(probes), pairs=args.eval_pairs, pair_identities=args.eval_pair_identities)
             accs = {name: hr_lr_accuracy(model, big) for name, model in (("trunk", stage1), ("dcr", stage2))}
             samples = fold_bootstrap(args.eval_pairs, args.bootstrap, seed=0)
             for probe, paper_probe in zip(probes, PAPER_PROBES, strict=True):

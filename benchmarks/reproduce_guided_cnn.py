@@ -31,6 +31,7 @@ import torch
 from common import render_folder, synthetic_settings, trainer
 
 from crossres.data.datamodule import FaceDataModule
+from crossres.data.options import DegradationOptions, SyntheticOptions
 from crossres.methods.base import CrossResMethod
 from crossres.methods.baseline import Baseline
 from crossres.methods.guided_cnn import GuidedCNN
@@ -52,16 +53,16 @@ def main() -> None:
     parser.add_argument("--guidance-weight", type=float, default=10.0, help="λ of Eq. (3) for 'Ours'")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = synthetic_settings()
+    synthetic = synthetic_settings()["synthetic"]
     if args.quick:
         size, identities, per_identity, pairs, hr_epochs, ft_epochs = 32, 20, 8, 100, 1, 1
     else:
-        size, identities, per_identity, pairs = 64, data["num_identities"], data["images_per_identity"], 600
-        pairs = data.get("synthetic_pairs", pairs)
+        size, identities, per_identity = 64, synthetic["num_identities"], synthetic["images_per_identity"]
+        pairs = synthetic.get("pairs", 600)
         hr_epochs, ft_epochs = 8, 4
     lr_size = size // 8
-    difficulty = float(data.get("synthetic_difficulty", 1.0))
-    seed = int(data.get("synthetic_seed", 0))
+    difficulty = float(synthetic.get("difficulty", 1.0))
+    seed = int(synthetic.get("seed", 0))
     backbone = {"backbone": "iresnet18", "backbone_kwargs": {"width": 8}, "embedding_size": 128}
     schedule = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4}
     hr_schedule = schedule | {"lr": 0.1, "warmup_epochs": 1, "milestones": [int(0.7 * hr_epochs), int(0.9 * hr_epochs)]}
@@ -79,12 +80,9 @@ def main() -> None:
             train_root=str(root),
             image_size=(size, size),
             val_sets=["synthetic"],
-            synthetic_pairs=pairs,
-            synthetic_seed=seed,
-            synthetic_difficulty=difficulty,
+            synthetic=SyntheticOptions(pairs=pairs, seed=seed, difficulty=difficulty),
             protocols=[lr_size],
-            lr_policy="fixed",
-            lr_sizes=[lr_size],
+            degradation=DegradationOptions(lr_policy="fixed", lr_sizes=[lr_size]),
             batch_size=64,
             eval_batch_size=200,
             num_workers=0,

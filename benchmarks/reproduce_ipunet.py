@@ -35,6 +35,7 @@ from common import REPO, render_folder, synthetic_settings, trainer
 from PIL import Image
 
 from crossres.data.datamodule import FaceDataModule
+from crossres.data.options import DegradationOptions
 from crossres.data.synthetic import SyntheticFaces
 from crossres.methods.baseline import Baseline
 from crossres.methods.ipunet import IPUNet
@@ -80,16 +81,16 @@ def main() -> None:
     parser.add_argument("--no-grid", action="store_true", help="do not write docs/img/ipunet_sr_grid.png")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = synthetic_settings()
+    synthetic = synthetic_settings()["synthetic"]
     size = 64
-    identities, per_identity = data["num_identities"], data["images_per_identity"]
+    identities, per_identity = synthetic["num_identities"], synthetic["images_per_identity"]
     test_identities, test_per_identity = 100, 5
     hr_epochs, sr_epochs = args.hr_epochs, args.sr_epochs
     if args.quick:
         identities, per_identity, test_identities, hr_epochs, sr_epochs = 12, 6, 10, 1, 1
-    difficulty = float(data.get("synthetic_difficulty", 1.0))
+    difficulty = float(synthetic.get("difficulty", 1.0))
     knobs = {k: difficulty for k in ("pose", "illumination", "expression", "clutter", "noise")}
-    seed = int(data.get("synthetic_seed", 0))
+    seed = int(synthetic.get("seed", 0))
     recogniser = {"backbone": "iresnet18", "backbone_kwargs": {"width": 8}, "embedding_size": 128}
     common = {"num_classes": identities, "image_size": (size, size)}
     train_sizes = [list(scaled(s, size)) for s in PAPER_TRAIN]
@@ -106,8 +107,7 @@ def main() -> None:
                 train_root=str(root),
                 image_size=(size, size),
                 val_sets=["synthetic"],
-                lr_policy="choice",
-                lr_sizes=lr_sizes,
+                degradation=DegradationOptions(lr_policy="choice", lr_sizes=lr_sizes),
                 batch_size=32,
                 num_workers=0,
             )

@@ -24,13 +24,13 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from common import render_folder, synthetic_settings, trainer
 
 from crossres.data.datamodule import FaceDataModule
+from crossres.data.options import DegradationOptions, SyntheticOptions
 from crossres.methods.base import CrossResMethod
 from crossres.methods.baseline import Baseline
 from crossres.methods.batch_cr import BatchCR
@@ -49,15 +49,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = synthetic_settings()
+    synthetic = synthetic_settings()["synthetic"]
     size = 112  # the §6.3 protocols are defined on 112 px faces
     if args.quick:
         identities, per_identity, pairs, epochs = 16, 8, 40, 1
     else:
-        identities, per_identity = data["num_identities"], data["images_per_identity"]
-        pairs, epochs = data.get("synthetic_pairs", 600), 5
-    difficulty = float(data.get("synthetic_difficulty", 1.0))
-    seed = int(data.get("synthetic_seed", 0))
+        identities, per_identity = synthetic["num_identities"], synthetic["images_per_identity"]
+        pairs, epochs = synthetic.get("pairs", 600), 5
+    difficulty = float(synthetic.get("difficulty", 1.0))
+    seed = int(synthetic.get("seed", 0))
     model_args = {
         "backbone": "iresnet18",
         "backbone_kwargs": {"width": 8, "stem_stride": 2},  # as experiments/baseline.yaml
@@ -75,17 +75,17 @@ def main() -> None:
         "image_size": (size, size),
     }
     # (name, model, data module's training degradation)
-    runs: list[tuple[str, CrossResMethod, dict[str, Any]]] = [
-        ("baseline", Baseline(**model_args, train_on="hr"), {}),
+    runs: list[tuple[str, CrossResMethod, DegradationOptions]] = [
+        ("baseline", Baseline(**model_args, train_on="hr"), DegradationOptions()),
         (
             "BT-M",
             BatchCR(**model_args),
-            {"lr_prob": 0.5, "lr_policy": "choice", "lr_sizes": [7, 14, 28, 56, 112]},
+            DegradationOptions(lr_prob=0.5, lr_policy="choice", lr_sizes=[7, 14, 28, 56, 112]),
         ),
         (
             "ST-M1",
             SiameseCR(**model_args, mode="st_m1"),
-            {"lr_prob": 1.0, "lr_policy": "choice", "lr_sizes": [7, 14, 28, 56]},
+            DegradationOptions(lr_prob=1.0, lr_policy="choice", lr_sizes=[7, 14, 28, 56]),
         ),
     ]
     start = time.time()
@@ -101,14 +101,12 @@ def main() -> None:
                 train_root=str(root),
                 image_size=(size, size),
                 val_sets=["synthetic"],
-                synthetic_pairs=pairs,
-                synthetic_seed=seed,
-                synthetic_difficulty=difficulty,
+                synthetic=SyntheticOptions(pairs=pairs, seed=seed, difficulty=difficulty),
                 protocols=PROTOCOLS,
+                degradation=degradation,
                 batch_size=64,
                 eval_batch_size=200,
                 num_workers=0,
-                **degradation,
             )
             pl.seed_everything(0)
             trainer(epochs).fit(model, datamodule=dm)

@@ -71,6 +71,7 @@ from common import REPO, fold_bootstrap, paired_difference, trainer
 from torch.utils.data import Dataset
 
 from crossres.data.datamodule import FaceDataModule
+from crossres.data.options import DegradationOptions, SyntheticOptions
 from crossres.methods.base import load_method
 from crossres.methods.baseline import Baseline
 from crossres.methods.rim import RIM
@@ -114,8 +115,7 @@ def data_kwargs(probe: int = LR) -> dict[str, Any]:
     return {
         "image_size": (HR, HR),
         "protocols": [probe],
-        "lr_policy": "fixed",
-        "lr_sizes": [probe],
+        "degradation": DegradationOptions(lr_policy="fixed", lr_sizes=[probe]),
         "batch_size": 32,
         "eval_batch_size": 100,
         "num_workers": 0,
@@ -166,12 +166,14 @@ class CachedFaces(FaceDataModule):
 
 def training_data(args: argparse.Namespace, probe: int, **pairs: int) -> CachedFaces:
     """Seed 0, then this script's training faces (rendered once) with ``probe`` px probes; ``pairs`` overrides the
-    600 test pairs (``synthetic_pairs``, ``synthetic_pair_identities``)."""
+    600 test pairs (``SyntheticOptions.pairs``, ``pair_identities``)."""
     pl.seed_everything(0, workers=True)
     data = CachedFaces(
-        num_identities=10 if args.quick else 100,
-        images_per_identity=6 if args.quick else 30,
-        **({"synthetic_pairs": 40 if args.quick else 600} | pairs),
+        synthetic=SyntheticOptions(
+            num_identities=10 if args.quick else 100,
+            images_per_identity=6 if args.quick else 30,
+            **({"pairs": 40 if args.quick else 600} | pairs),
+        ),
         **data_kwargs(probe),
     )
     data.setup("fit")
@@ -229,10 +231,9 @@ def reevaluate(args: argparse.Namespace) -> None:
     started = time.time()
     rim = _load(args.out / args.checkpoint)
     data = FaceDataModule(
-        num_identities=100,
-        images_per_identity=30,
-        synthetic_pairs=args.pairs,
-        synthetic_pair_identities=args.pair_identities,
+        synthetic=SyntheticOptions(
+            num_identities=100, images_per_identity=30, pairs=args.pairs, pair_identities=args.pair_identities
+        ),
         **data_kwargs(args.probe),
     )
     data.setup("test")
@@ -337,7 +338,7 @@ def capacity(args: argparse.Namespace) -> None:
     pairs, with a paired bootstrap of the difference and the residual table of :func:`residual_energy`.
     """
     started = time.time()
-    data = training_data(args, HR, synthetic_pairs=args.pairs, synthetic_pair_identities=args.pair_identities)
+    data = training_data(args, HR, pairs=args.pairs, pair_identities=args.pair_identities)
     weights = args.assistant_block_weights
     hrn = hrn_kwargs(data.num_classes, args.out / "teacher.ckpt", HR, args.student_width)
     epochs = 1 if args.quick else args.student_epochs
@@ -461,7 +462,7 @@ def run(args: argparse.Namespace) -> None:
     quality, p = results["rim"], args.probe
     lines = [
         f"Table 1 shape on SyntheticFaces, {HR} px HR, {args.probe} px probes ({HR / args.probe:g}x), "
-        f"10-fold verification accuracy, {data.hparams['synthetic_pairs']} test pairs:",
+        f"10-fold verification accuracy, {data.synthetic.pairs} test pairs:",
         "",
         "| | gallery-probe | networks | acc % |",
         "|---|---|---|---|",

@@ -50,17 +50,48 @@ def _config_files(argv: list[str]) -> list[str]:
     return files
 
 
+def _check_data_arguments(argv: list[str]) -> None:
+    """Name the group's key of a grouped option set flat by ``--data.lr_sizes`` or in a ``--data FILE``."""
+    import yaml
+
+    from crossres.data.options import check_grouped_keys
+
+    for i, arg in enumerate(argv):
+        if arg.startswith("--data."):
+            key = arg.removeprefix("--data.").split("=", 1)[0]
+            check_grouped_keys([key], f"--data.{key}")
+            continue
+        if arg == "--data" and i + 1 < len(argv):
+            path = Path(argv[i + 1])
+        elif arg.startswith("--data="):
+            path = Path(arg.removeprefix("--data="))
+        else:
+            continue
+        try:
+            section = yaml.safe_load(path.read_text()) if path.is_file() else None
+        except yaml.YAMLError:
+            section = None  # jsonargparse says so itself
+        if isinstance(section, dict):
+            check_grouped_keys(section, f"--data {path}")
+
+
 def check_config_files(argv: list[str]) -> None:
     """Name a ``-c``/``--config`` file that is empty, not YAML, or not a mapping (jsonargparse names none).
+
+    A grouped ``data`` option set flat (``data.lr_sizes`` in a config file, ``--data.lr_sizes``, ``--data FILE``) is
+    named with its group's key (``data.degradation.lr_sizes``), where jsonargparse would only call it unexpected.
 
     Args:
         argv: the arguments after ``crossres``.
 
     Raises:
-        InputError: for such a file.
+        InputError: for such a file or option.
     """
     import yaml
 
+    from crossres.data.options import check_grouped_keys
+
+    _check_data_arguments(argv)
     for name in _config_files(argv):
         path = Path(name)
         if not path.is_file():
@@ -76,6 +107,9 @@ def check_config_files(argv: list[str]) -> None:
                 f"--config {path} holds a {type(content).__name__}; expected a YAML mapping of options "
                 "(model:, data:, trainer:, ...) such as experiments/baseline.yaml"
             )
+        data = content.get("data")
+        if isinstance(data, dict):
+            check_grouped_keys(data, f"--config {path}")
 
 
 def _bad_input(command: str, message: str) -> NoReturn:

@@ -41,7 +41,7 @@ import torch
 from IPython.display import Image, Markdown, display
 from lightning.pytorch import Trainer, seed_everything
 
-from crossres.data import FaceDataModule
+from crossres.data import DegradationOptions, FaceDataModule, SyntheticOptions
 from crossres.methods import BatchCR
 from crossres.report import results_table
 from crossres.report.plots import accuracy_vs_resolution
@@ -59,7 +59,8 @@ print(f"TINY={TINY}, working directory {WORKDIR}")
 #
 # Training items are faces (`uint8`, with 68 landmarks and a parsing map); the data module turns them into
 # `{"hr", "lr", "lr_size", "label"}` batches on the device. Evaluation pair sets (`val_sets`) are scored at every
-# protocol: here fixed LR heights. `lr_prob=0.5` degrades half the training faces (BT-M).
+# protocol: here fixed LR heights. The options come in groups: `synthetic` (the embedded faces), `degradation` (the
+# training LR sizes: `lr_prob=0.5` degrades half the training faces, BT-M) and `augmentation` (flip, colour, crop).
 
 # %%
 if TINY:
@@ -69,13 +70,11 @@ else:
 
 data = FaceDataModule(
     image_size=(size, size),
-    num_identities=identities,
-    images_per_identity=per_identity,
-    synthetic_pairs=pairs,
+    synthetic=SyntheticOptions(num_identities=identities, images_per_identity=per_identity, pairs=pairs),
     protocols=protocols,
-    lr_policy="choice",
-    lr_sizes=[7, 14, 28, 56, 112] if size == 112 else [7, 14, 28, size],
-    lr_prob=0.5,
+    degradation=DegradationOptions(
+        lr_policy="choice", lr_sizes=[7, 14, 28, 56, 112] if size == 112 else [7, 14, 28, size], lr_prob=0.5
+    ),
     batch_size=16 if TINY else 64,
     num_workers=0 if TINY else 2,
 )

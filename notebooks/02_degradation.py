@@ -154,5 +154,5 @@ plt.show()
 
 # %% [markdown]
 # The data module applies exactly this function on the device, in `FaceDataModule.on_after_batch_transfer`, for
-# training batches (`lr_policy` fixed / choice / range, `lr_prob`) and for every evaluation protocol; pick the
-# backend with `data.backend` (`crossres fit ... --data.backend kornia`).
+# training batches (`data.degradation`: `lr_policy` fixed / choice / range, `lr_prob`) and for every evaluation
+# protocol; pick the backend with `data.degradation.backend` (`crossres fit ... --data.degradation.backend kornia`).

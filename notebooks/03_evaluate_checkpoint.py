@@ -45,7 +45,7 @@ import torch
 from IPython.display import Image, Markdown, display
 from lightning.pytorch import Trainer, seed_everything
 
-from crossres.data import FaceDataModule
+from crossres.data import FaceDataModule, SyntheticOptions
 from crossres.data.bin import export_pair_set, load_bin
 from crossres.data.protocols import KNOCHE_PROTOCOLS, knoche_sizes, load_knoche_csv
 from crossres.data.synthetic import synthetic_pair_set
@@ -87,9 +87,9 @@ elif BACKBONE_PTH:
 else:
     identities, per_identity, epochs = (8, 4, 1) if TINY else (100, 30, 10)
     train_data = FaceDataModule(
-        num_identities=identities,
-        images_per_identity=per_identity,
-        synthetic_pairs=40 if TINY else 600,
+        synthetic=SyntheticOptions(
+            num_identities=identities, images_per_identity=per_identity, pairs=40 if TINY else 600
+        ),
         protocols=[14],
         batch_size=16 if TINY else 64,
         num_workers=0 if TINY else 2,

@@ -45,7 +45,7 @@ from lightning.pytorch import Trainer, seed_everything
 from matplotlib import pyplot as plt
 from matplotlib_inline.backend_inline import set_matplotlib_formats
 
-from crossres.data import FaceDataModule, SyntheticFaces
+from crossres.data import DegradationOptions, FaceDataModule, SyntheticFaces, SyntheticOptions
 from crossres.methods import RIM, Baseline, IPUNet
 from crossres.metrics import psnr, ssim
 from crossres.report.hallucination import rim_sr_grid, sr_grid
@@ -75,12 +75,11 @@ print(f"TINY={TINY}: {SIZE} px faces, {LR_SIZE} px probes; working directory {WO
 # %%
 data = FaceDataModule(
     image_size=(SIZE, SIZE),
-    num_identities=6 if TINY else 50,
-    images_per_identity=4 if TINY else 10,
-    synthetic_pairs=40 if TINY else 200,
+    synthetic=SyntheticOptions(
+        num_identities=6 if TINY else 50, images_per_identity=4 if TINY else 10, pairs=40 if TINY else 200
+    ),
     protocols=[LR_SIZE],
-    lr_policy="fixed",
-    lr_sizes=[LR_SIZE],
+    degradation=DegradationOptions(lr_policy="fixed", lr_sizes=[LR_SIZE]),
     batch_size=8 if TINY else 32,
     num_workers=0 if TINY else 2,
 )

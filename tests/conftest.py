@@ -16,11 +16,11 @@ SHARED = REPO.parent / "shared"
 # A run small enough for a 2-core CPU: 32 px faces, a width-8 iresnet18, two training batches.
 TINY_DATA = [
     "--data.image_size=[32, 32]",
-    "--data.num_identities=6",
-    "--data.images_per_identity=4",
-    "--data.synthetic_pairs=40",
+    "--data.synthetic.num_identities=6",
+    "--data.synthetic.images_per_identity=4",
+    "--data.synthetic.pairs=40",
     "--data.protocols=[4, 8]",
-    "--data.lr_sizes=[4, 8]",
+    "--data.degradation.lr_sizes=[4, 8]",
     "--data.batch_size=8",
     "--data.eval_batch_size=16",
     "--data.num_workers=0",
@@ -43,6 +43,18 @@ TINY_MODEL = [
     "--model.embedding_size=32",
     "--model.lr=0.05",
 ]
+
+
+def flat_data(data: dict) -> dict:
+    """A grouped ``data`` config section spelled flat (``degradation.lr_sizes`` as ``lr_sizes``)."""
+    from crossres.data.options import GROUPED_KEYS
+
+    flat = {k: v for k, v in data.items() if k not in ("synthetic", "degradation", "augmentation")}
+    for key, dotted in GROUPED_KEYS.items():
+        group, field = dotted.split(".")
+        if field in (data.get(group) or {}):
+            flat[key] = data[group][field]
+    return flat
 
 
 @pytest.fixture

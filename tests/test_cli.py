@@ -69,12 +69,54 @@ def test_unknown_key_is_named(tiny_args: list[str], capsys: pytest.CaptureFixtur
     assert "not_a_key" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("bad", ["--data.lr_sizes=[0]", "--data.lr_sizes=[64]", "--data.lr_sizes=[-3]"])
+@pytest.mark.parametrize(
+    "bad", ["--data.degradation.lr_sizes=[0]", "--data.degradation.lr_sizes=[64]", "--data.degradation.lr_sizes=[-3]"]
+)
 def test_bad_lr_size_is_named(tiny_args: list[str], bad: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", *tiny_args, *TINY_MODEL, bad])
     assert exit_info.value.code == 2
-    assert "crossres fit: error: data.lr_sizes" in capsys.readouterr().err
+    assert "crossres fit: error: data.degradation.lr_sizes" in capsys.readouterr().err
+
+
+def test_flat_data_keys_name_their_group(
+    tiny_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("data:\n  batch_size: 8\n  lr_sizes: [8]\n  synthetic_pairs: 40\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *tiny_args, *TINY_MODEL, "-c", str(flat)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--config {flat}: data.lr_sizes is data.degradation.lr_sizes, data.synthetic_pairs is " in err
+    assert "data.synthetic.pairs" in err
+    with pytest.raises(SystemExit):
+        main(["fit", *tiny_args, *TINY_MODEL, "--data.hflip=0.0"])
+    assert "crossres fit: error: --data.hflip: data.hflip is data.augmentation.hflip" in capsys.readouterr().err
+    section = tmp_path / "section.yaml"
+    section.write_text("num_identities: 6\n")
+    with pytest.raises(SystemExit):
+        main(["fit", *tiny_args, *TINY_MODEL, "--data", str(section)])
+    assert f"--data {section}: data.num_identities is data.synthetic.num_identities" in capsys.readouterr().err
+
+
+def test_option_groups_compose_field_by_field(capsys: pytest.CaptureFixture[str]) -> None:
+    layers = ["experiments/baseline.yaml", "experiments/make_run/teacher.yaml"]
+    with pytest.raises(SystemExit):
+        configs = [a for layer in layers for a in ("-c", str(REPO / layer))]
+        main(["fit", *configs, "--data.degradation.lr_prob=0.5", "--print_config"])
+    data = yaml.safe_load(capsys.readouterr().out)["data"]
+    assert data["degradation"]["lr_sizes"] == [8, 16, 32] and data["degradation"]["lr_prob"] == 0.5
+    assert data["synthetic"]["num_identities"] == 100 and data["synthetic"]["pairs"] == 600
+    assert data["augmentation"]["hflip"] == 0.5
+
+
+def test_help_shows_the_option_groups(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--data.synthetic.pair_identities", "--data.degradation.lr_sizes", "--data.augmentation.hflip"):
+        assert option in out
 
 
 def test_image_size_the_backbone_cannot_take(tiny_args: list[str]) -> None:

@@ -13,14 +13,14 @@ from crossres.methods.dcr import DCR_STAGE1_COMMAND, DCRTwoStage
 from crossres.nn.coupled import BranchPair, DCRTrunk, count_parameters
 
 # The DCR trunk needs faces of at least 48x48 (four unpadded conv + pool stages).
-DATA = ["--data.image_size=[48, 48]", "--data.lr_prob=0.0"]
+DATA = ["--data.image_size=[48, 48]", "--data.degradation.lr_prob=0.0"]
 STAGE1 = [
     "--model=crossres.methods.dcr.DCRTwoStage",
     "--model.stage=1",
     "--model.trunk_kwargs={width: 2}",
     "--model.embedding_size=16",
     "--model.lr=0.01",
-    "--data.lr_views=[40x40, 6x6]",
+    "--data.degradation.lr_views=[40x40, 6x6]",
 ]
 STAGE2 = [
     "--model=crossres.methods.dcr.DCRTwoStage",
@@ -30,7 +30,7 @@ STAGE2 = [
     "--model.branch_features=8",
     "--model.branch_sizes=[4, 8]",
     "--model.lr=0.01",
-    "--data.lr_views=[4, 8]",
+    "--data.degradation.lr_views=[4, 8]",
 ]
 
 

@@ -39,7 +39,7 @@ def _run(*args: str) -> None:
 def _ddp_equals_single(tmp_path: Path, model: list[str], strategy: str = "ddp") -> None:
     """Fit on 2 gloo processes, validate the checkpoint on 1: every accuracy equal."""
     # 41 pairs over 2 ranks: the DistributedSampler pads one duplicate, which the metric must drop.
-    data = [a for a in TINY_DATA if not a.startswith("--data.synthetic_pairs")] + ["--data.synthetic_pairs=41"]
+    data = [a for a in TINY_DATA if not a.startswith("--data.synthetic.pairs")] + ["--data.synthetic.pairs=41"]
     common = [f"--runs_dir={tmp_path}", "--name=ddp", *TRAINER, *data, *model]
     _run("fit", *common, f"--trainer.strategy={strategy}", "--trainer.devices=2")
     run = tmp_path / "ddp"
@@ -60,8 +60,8 @@ def test_ddp_siamese_identity_balanced_equals_single_process(tmp_path: Path) -> 
     # SiameseCR (shared-weight HR/LR branches) with P x K batches: 4 identities x 2 images per rank.
     model = [
         "--model=SiameseCR", "--model.backbone_kwargs={width: 8}", "--model.embedding_size=32",
-        "--data.lr_policy=fixed", "--data.lr_sizes=[8]", "--data.train_sampler=identity_balanced",
-        "--data.images_per_class=2",
+        "--data.degradation.lr_policy=fixed", "--data.degradation.lr_sizes=[8]",
+        "--data.train_sampler=identity_balanced", "--data.images_per_class=2",
     ]  # fmt: skip
     _ddp_equals_single(tmp_path, model)
 
@@ -77,6 +77,6 @@ def test_ddp_minimax_rim_equals_single_process(tmp_path: Path) -> None:
         f"--model.teacher_weights={teacher / 'hr' / 'checkpoints' / 'last.ckpt'}",
         "--model.student_backbone_kwargs={width: 4}", "--model.assistant_backbone_kwargs={width: 4}",
         "--model.fhn_channels=8", "--model.fhn_feature_channels=4", "--model.fhn_blocks=1", "--model.domain_dim=16",
-        "--model.quality_lr_sizes=[8]", "--data.lr_policy=fixed", "--data.lr_sizes=[4]",
+        "--model.quality_lr_sizes=[8]", "--data.degradation.lr_policy=fixed", "--data.degradation.lr_sizes=[4]",
     ]  # fmt: skip
     _ddp_equals_single(tmp_path, model, strategy="ddp_find_unused_parameters_true")

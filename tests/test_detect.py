@@ -189,13 +189,19 @@ def test_image_folder_carries_landmarks_for_the_priors(tmp_path: Path) -> None:
 def test_data_module_reads_train_landmarks(tmp_path: Path) -> None:
     from crossres.data.datamodule import FaceDataModule
     from crossres.data.folder import write_image_folder
+    from crossres.data.options import DegradationOptions
 
     faces = SyntheticFaces(2, 2, image_size=48, seed=1, return_priors=True)
     write_image_folder(tmp_path / "faces", ((faces[i]["image"], faces[i]["label"]) for i in range(4)))
     names = sorted(p.relative_to(tmp_path / "faces").as_posix() for p in (tmp_path / "faces").rglob("*.jpg"))
     table = {name: {"landmarks": faces[i]["landmarks"].tolist()} for i, name in enumerate(names)}
     (tmp_path / "landmarks.json").write_text(json.dumps(table))
-    common = {"train_root": str(tmp_path / "faces"), "image_size": (48, 48), "lr_sizes": [8], "protocols": [8]}
+    common = {
+        "train_root": str(tmp_path / "faces"),
+        "image_size": (48, 48),
+        "degradation": DegradationOptions(lr_sizes=[8]),
+        "protocols": [8],
+    }
     data = FaceDataModule(train_format="folder", train_landmarks=str(tmp_path / "landmarks.json"), **common)
     assert data._build_train_set()[0]["landmarks"].shape == (68, 2)
     with pytest.raises(ValueError, match="train_landmarks needs data.train_format 'folder'"):

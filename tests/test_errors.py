@@ -80,8 +80,8 @@ def _tiny(tmp_path: Path, *args: str) -> list[str]:
     [
         ("--data.protocols=[-2]", "data.protocols"),
         ("--data.protocols=[64]", "data.protocols"),
-        ("--data.lr_sizes=[-3]", "data.lr_sizes"),
-        ("--data.lr_sizes=[64]", "data.lr_sizes"),
+        ("--data.degradation.lr_sizes=[-3]", "data.degradation.lr_sizes"),
+        ("--data.degradation.lr_sizes=[64]", "data.degradation.lr_sizes"),
     ],
 )
 def test_bad_sizes_name_the_option(tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str, option: str) -> None:
@@ -202,11 +202,11 @@ def test_debug_shows_the_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     from crossres.cli import main
     from crossres.errors import InputError
 
-    with pytest.raises(InputError, match="data.lr_sizes"):
-        main(["fit", "--debug", *_tiny(tmp_path), "--data.lr_sizes=[-3]"])
+    with pytest.raises(InputError, match="data.degradation.lr_sizes"):
+        main(["fit", "--debug", *_tiny(tmp_path), "--data.degradation.lr_sizes=[-3]"])
     monkeypatch.setenv("CROSSRES_DEBUG", "1")
-    with pytest.raises(InputError, match="data.lr_sizes"):
-        main(["fit", *_tiny(tmp_path), "--data.lr_sizes=[-3]"])
+    with pytest.raises(InputError, match="data.degradation.lr_sizes"):
+        main(["fit", *_tiny(tmp_path), "--data.degradation.lr_sizes=[-3]"])
 
 
 def test_programming_errors_keep_their_traceback(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from crossres.checkpoint_io import ResumableCheckpoint
 from crossres.data.datamodule import FaceDataModule
+from crossres.data.options import DegradationOptions, SyntheticOptions
 from crossres.methods import Baseline
 
 from .conftest import REPO
@@ -25,9 +26,10 @@ BATCHES = 3  # per epoch (limit_train_batches); 24 faces / batch 4 would give 6
 
 def _datamodule(**kwargs: Any) -> FaceDataModule:
     options: dict[str, Any] = {
-        "image_size": (32, 32), "num_identities": 6, "images_per_identity": 4, "synthetic_pairs": 20,
-        "protocols": [8], "lr_sizes": [4, 8], "batch_size": 4, "eval_batch_size": 20, "num_workers": 0,
-        "blur_prob": 0.5,  # the camera corruptions draw from the degradation's device generator too
+        "image_size": (32, 32), "synthetic": SyntheticOptions(num_identities=6, images_per_identity=4, pairs=20),
+        "protocols": [8], "batch_size": 4, "eval_batch_size": 20, "num_workers": 0,
+        # the camera corruptions draw from the degradation's device generator too
+        "degradation": DegradationOptions(lr_sizes=[4, 8], blur_prob=0.5),
     }  # fmt: skip
     options.update(kwargs)
     return FaceDataModule(**options)
@@ -146,9 +148,9 @@ def test_last_checkpoint_follows_epochs_whose_metric_does_not_improve(tmp_path: 
 
 # ------------------------------------------------------------------------------------------- the real CLI
 TINY = [
-    "--data.image_size=[32, 32]", "--data.num_identities=6", "--data.images_per_identity=4",
-    "--data.synthetic_pairs=20", "--data.protocols=[8]", "--data.lr_sizes=[4, 8]", "--data.batch_size=4",
-    "--data.eval_batch_size=20", "--data.num_workers=0", "--data.blur_prob=0.5",
+    "--data.image_size=[32, 32]", "--data.synthetic.num_identities=6", "--data.synthetic.images_per_identity=4",
+    "--data.synthetic.pairs=20", "--data.protocols=[8]", "--data.degradation.lr_sizes=[4, 8]", "--data.batch_size=4",
+    "--data.eval_batch_size=20", "--data.num_workers=0", "--data.degradation.blur_prob=0.5",
     "--model=Baseline", "--model.backbone_kwargs={width: 8, dropout: 0.2}", "--model.embedding_size=16",
     "--model.lr=0.05", "--trainer.accelerator=cpu", "--trainer.deterministic=true", "--trainer.max_epochs=2",
     "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false",

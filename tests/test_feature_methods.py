@@ -27,7 +27,11 @@ def _runs(tiny_args: list[str]) -> Path:
 
 def test_batch_cr_bt_m_fit_then_test(tiny_args: list[str]) -> None:
     # BT-M on 32 px faces: half of each batch degraded to a size drawn from {4, 8, 16, 32}.
-    data = ["--data.lr_prob=0.5", "--data.lr_policy=choice", "--data.lr_sizes=[4, 8, 16, 32]"]
+    data = [
+        "--data.degradation.lr_prob=0.5",
+        "--data.degradation.lr_policy=choice",
+        "--data.degradation.lr_sizes=[4, 8, 16, 32]",
+    ]
     cli = main(["fit", *tiny_args, *BATCH_CR, *data, "--name=btm"])
     metrics = cli.trainer.callback_metrics
     assert {"train_loss", "train_loss_ce_hr", "train_loss_ce_lr", "train_lr_share"} <= set(metrics)
@@ -40,11 +44,11 @@ def test_batch_cr_bt_m_fit_then_test(tiny_args: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "bad, match",
-    [("--data.lr_prob=1.0", "lr_prob"), ("--data.lr_per=batch", "lr_per")],
+    [("--data.degradation.lr_prob=1.0", "lr_prob"), ("--data.degradation.lr_per=batch", "lr_per")],
 )
 def test_batch_cr_refuses_batches_that_do_not_mix(tiny_args: list[str], bad: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        main(["fit", *tiny_args, *BATCH_CR, "--data.lr_prob=0.5", bad, "--name=nomix"])
+        main(["fit", *tiny_args, *BATCH_CR, "--data.degradation.lr_prob=0.5", bad, "--name=nomix"])
 
 
 def test_batch_cr_loss_is_the_mixed_batch_cross_entropy() -> None:
@@ -66,8 +70,8 @@ def test_batch_cr_loss_is_the_mixed_batch_cross_entropy() -> None:
 @pytest.mark.parametrize(
     "mode, data",
     [
-        ("st", ["--data.lr_policy=fixed", "--data.lr_sizes=[8]"]),
-        ("st_m1", ["--data.lr_policy=choice", "--data.lr_sizes=[4, 8, 16]"]),
+        ("st", ["--data.degradation.lr_policy=fixed", "--data.degradation.lr_sizes=[8]"]),
+        ("st_m1", ["--data.degradation.lr_policy=choice", "--data.degradation.lr_sizes=[4, 8, 16]"]),
     ],
 )
 def test_siamese_cr_fit_then_test(tiny_args: list[str], mode: str, data: list[str]) -> None:
@@ -88,7 +92,7 @@ def test_siamese_cr_fit_then_test(tiny_args: list[str], mode: str, data: list[st
 
 
 def test_siamese_cr_st_m2_five_branches(tiny_args: list[str]) -> None:
-    args = [*SIAMESE_CR, "--model.mode=st_m2", "--data.lr_views=[4, 8, 12, 16]", "--name=st_m2"]
+    args = [*SIAMESE_CR, "--model.mode=st_m2", "--data.degradation.lr_views=[4, 8, 12, 16]", "--name=st_m2"]
     cli = main(["fit", *tiny_args, *args])
     metrics = set(cli.trainer.callback_metrics)
     branches = ["hr", "4px", "8px", "12px", "16px"]
@@ -100,7 +104,7 @@ def test_siamese_cr_st_m2_five_branches(tiny_args: list[str]) -> None:
 
 
 def test_siamese_cr_st_m2_needs_lr_views(tiny_args: list[str]) -> None:
-    with pytest.raises(ValueError, match="data.lr_views"):
+    with pytest.raises(ValueError, match="data.degradation.lr_views"):
         main(["fit", *tiny_args, *SIAMESE_CR, "--model.mode=st_m2", "--name=noviews"])
 
 

@@ -376,7 +376,7 @@ def test_data_config_skip_corrupt_counts_the_skipped_records(rec_dir, tmp_path, 
         "--data.batch_size=8",
         "--data.num_workers=0",
         "--data.protocols=[14]",
-        "--data.lr_sizes=[14]",
+        "--data.degradation.lr_sizes=[14]",
     ]
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", *common, "--name=strict"])

@@ -104,9 +104,9 @@ def test_training_step_is_eq3() -> None:
 
 def test_several_learners(guide_ckpt: Path, tiny_args: list[str]) -> None:
     args = [*GUIDED, f"--model.guide_weights={guide_ckpt}", "--model.learner_sizes=[4, 8]"]
-    with pytest.raises(ValueError, match="data.lr_views"):
+    with pytest.raises(ValueError, match="data.degradation.lr_views"):
         main(["fit", *tiny_args, *args, "--name=no_views"])
-    cli = main(["fit", *tiny_args, *args, "--data.lr_views=[4, 8]", "--name=two", "--overwrite=true"])
+    cli = main(["fit", *tiny_args, *args, "--data.degradation.lr_views=[4, 8]", "--name=two", "--overwrite=true"])
     model = cli.model
     assert len(model.learners) == 2 and len(model.heads) == 2
     assert {"train_loss_softmax_4px", "train_loss_guidance_8px"} <= set(cli.trainer.callback_metrics)

@@ -21,7 +21,7 @@ TINY_IPUNET = [
     "--model.sr_size=32",
     "--model.unet_depth=5",
     "--model.unet_width=4",
-    "--data.lr_sizes=[[4, 4], [8, 6], [32, 32]]",
+    "--data.degradation.lr_sizes=[[4, 4], [8, 6], [32, 32]]",
 ]
 
 

@@ -13,7 +13,7 @@ from torchvision.io import encode_png
 
 from crossres.cli import main
 from crossres.commands import run
-from crossres.data import FaceDataModule
+from crossres.data import DegradationOptions, FaceDataModule
 from crossres.data.lfw import (
     draw_lfw_pairs,
     identity_folder_pairs,
@@ -174,7 +174,13 @@ def test_image_numbers_need_lfw_names(standin: dict[str, Path]) -> None:
 
 # ------------------------------------------------------------------------------------------- data module
 def _data(**kwargs) -> FaceDataModule:
-    defaults = {"image_size": (32, 32), "protocols": [8], "lr_sizes": [8], "num_workers": 0, "eval_batch_size": 8}
+    defaults = {
+        "image_size": (32, 32),
+        "protocols": [8],
+        "degradation": DegradationOptions(lr_sizes=[8]),
+        "num_workers": 0,
+        "eval_batch_size": 8,
+    }
     return FaceDataModule(**(defaults | kwargs))
 
 

@@ -9,17 +9,16 @@ import torch
 
 from crossres.checkpoint_io import ResumableCheckpoint
 from crossres.data.datamodule import FaceDataModule
+from crossres.data.options import DegradationOptions, SyntheticOptions
 from crossres.methods import Baseline, NonFiniteLossError
 
 
 def _setup(nonfinite: str) -> tuple[Baseline, FaceDataModule]:
     dm = FaceDataModule(
         image_size=(32, 32),
-        num_identities=4,
-        images_per_identity=4,
-        synthetic_pairs=20,
+        synthetic=SyntheticOptions(num_identities=4, images_per_identity=4, pairs=20),
         protocols=[8],
-        lr_sizes=[8],
+        degradation=DegradationOptions(lr_sizes=[8]),
         batch_size=8,
         num_workers=0,
     )

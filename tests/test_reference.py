@@ -86,7 +86,7 @@ def test_make_run_uses_the_checked_in_configs(capsys: pytest.CaptureFixture[str]
     assert rim["data"]["image_size"] == teacher["data"]["image_size"]
     for arg in ("backbone", "backbone_kwargs", "embedding_size"):
         assert rim["model"]["init_args"][f"teacher_{arg}"] == teacher["model"]["init_args"][arg]
-    probe = rim["data"]["lr_sizes"]
+    probe = rim["data"]["degradation"]["lr_sizes"]
     assert len(probe) == 1 and f"{probe[0]}" in str(rim["data"]["protocols"]), "RIM is scored at its training size"
 
 
@@ -95,6 +95,7 @@ def test_reference_and_sr_quality_of_other_methods(method: str) -> None:
     import lightning.pytorch as pl
 
     from crossres.data.datamodule import FaceDataModule
+    from crossres.data.options import DegradationOptions, SyntheticOptions
     from crossres.methods import Baseline, GuidedCNN, IPUNet
 
     net = {"backbone": "iresnet18", "backbone_kwargs": {"width": 8}, "embedding_size": 32}
@@ -105,7 +106,11 @@ def test_reference_and_sr_quality_of_other_methods(method: str) -> None:
     }
     model = models[method]()
     data = FaceDataModule(
-        image_size=(32, 32), num_identities=6, synthetic_pairs=20, protocols=[8], lr_sizes=[8], num_workers=0
+        image_size=(32, 32),
+        synthetic=SyntheticOptions(num_identities=6, pairs=20),
+        protocols=[8],
+        degradation=DegradationOptions(lr_sizes=[8]),
+        num_workers=0,
     )
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.validate(model, datamodule=data, verbose=False)

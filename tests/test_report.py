@@ -25,7 +25,7 @@ from crossres.report.plots import (
 )
 from crossres.report.run_report import build_report, compare_runs, find_results_dir, knoche_table, report_sizes
 
-from .conftest import REPO, TINY_DATA, TINY_MODEL, TINY_TRAINER
+from .conftest import REPO, TINY_DATA, TINY_MODEL, TINY_TRAINER, flat_data
 
 PROTOCOLS = [4, 8, 12, 16, 24, 32]
 FIGURES = ("accuracy_vs_resolution.png", "distance_distributions.png", "roc.png", "example_pairs.png")
@@ -86,6 +86,16 @@ def test_build_report_writes_table_figures_and_csv(tiny_run: Path) -> None:
         assert float(line["hr_lr_acc"]) == pytest.approx(by_key[("HR-LR", line["protocol"])]["acc"], abs=1e-6)
         assert float(line["lr_lr_acc"]) == pytest.approx(by_key[("LR-LR", line["protocol"])]["acc"], abs=1e-6)
         assert float(line["hr_hr_acc"]) == pytest.approx(by_key[("HR-HR", "")]["acc"], abs=1e-6)
+
+
+def test_report_reads_a_flat_config(tiny_run: Path, tmp_path: Path) -> None:
+    copy = _copy_run(tiny_run, tmp_path / "flat")
+    results = find_results_dir(copy)
+    config = yaml.safe_load((results / "config.yaml").read_text())
+    config["data"] = flat_data(config["data"]) | {"backend": "kornia"}
+    (results / "config.yaml").write_text(yaml.safe_dump(config))
+    paths = build_report(copy)
+    assert "example_pairs.png" in {p.name for p in paths}
 
 
 def test_report_refuses_to_overwrite(tiny_run: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from crossres.cli import main
 from crossres.data.datamodule import FaceDataModule
+from crossres.data.options import DegradationOptions, SyntheticOptions
 from crossres.data.priors import landmarks_to_parsing
 from crossres.methods.base import HR_MODEL_COMMAND, NonFiniteLossError
 from crossres.methods.rim import RIM
@@ -71,8 +72,9 @@ def teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _datamodule() -> FaceDataModule:
     return FaceDataModule(
-        image_size=(32, 32), num_identities=6, images_per_identity=4, synthetic_pairs=40, protocols=[8],
-        lr_policy="fixed", lr_sizes=[4], batch_size=8, eval_batch_size=16, num_workers=0,
+        image_size=(32, 32), synthetic=SyntheticOptions(num_identities=6, images_per_identity=4, pairs=40),
+        protocols=[8], degradation=DegradationOptions(lr_policy="fixed", lr_sizes=[4]), batch_size=8,
+        eval_batch_size=16, num_workers=0,
     )  # fmt: skip
 
 
@@ -164,7 +166,7 @@ def test_experiment_config_without_teacher_stops_before_training(
     monkeypatch.chdir(tmp_path)  # no runs/hr_teacher here: the default teacher_weights is missing
     config = str(REPO / "experiments" / "rim.yaml")
     with pytest.raises(SystemExit) as error:
-        main(["fit", "-c", config, *tiny_args, "--data.lr_sizes=[4]", "--data.protocols=[4]"])
+        main(["fit", "-c", config, *tiny_args, "--data.degradation.lr_sizes=[4]", "--data.protocols=[4]"])
     err = capsys.readouterr().err
     assert error.value.code == 2 and "runs/hr_teacher" in err and HR_MODEL_COMMAND in err
     assert not list(tmp_path.glob("runs/rim/checkpoints/*.ckpt"))

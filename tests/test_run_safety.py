@@ -18,7 +18,7 @@ import yaml
 
 from crossres.cli import main
 
-from .conftest import REPO, TINY_DATA, TINY_MODEL, TINY_TRAINER
+from .conftest import REPO, TINY_DATA, TINY_MODEL, TINY_TRAINER, flat_data
 
 
 def _digests(run: Path) -> dict[str, str]:
@@ -62,6 +62,26 @@ def test_test_with_the_runs_saved_config_never_writes_into_the_run(
     (tested,) = run.glob("test-*")
     assert {"results_test.csv", "metrics.csv", "config.yaml", "hparams.yaml"} <= {p.name for p in tested.iterdir()}
     assert len(list(run.glob("validate-*/results_val.csv"))) == 1
+
+
+def test_a_flat_saved_config_names_the_grouped_keys(
+    fitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _copy(fitted, tmp_path)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["datamodule_hyper_parameters"]["degradation"]["lr_sizes"] == [4, 8]
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"] = flat_data(config["data"])
+    assert config["data"]["lr_sizes"] == [4, 8] and "degradation" not in config["data"]
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", "-c", str(run / "config.yaml"), f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"crossres test: error: --config {run / 'config.yaml'}: data.")
+    assert "data.num_identities is data.synthetic.num_identities" in err
+    assert "data.lr_sizes is data.degradation.lr_sizes" in err and "data.hflip is data.augmentation.hflip" in err
+    assert not list(run.glob("test-*"))
 
 
 def test_test_without_a_logger_still_writes_its_own_folder(fitted: Path, tmp_path: Path) -> None:

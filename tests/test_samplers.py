@@ -12,6 +12,7 @@ from lightning.pytorch.trainer.states import RunningStage
 from torch.utils.data import DataLoader
 
 from crossres.data.datamodule import FaceDataModule
+from crossres.data.options import DegradationOptions, SyntheticOptions
 from crossres.data.samplers import IdentityBalancedSampler, ShuffledSampler, identity_labels
 from crossres.data.synthetic import SyntheticFaces
 
@@ -87,8 +88,9 @@ def test_identity_labels_without_decoding() -> None:
 
 def test_datamodule_identity_balanced_batches() -> None:
     dm = FaceDataModule(
-        image_size=(32, 32), num_identities=6, images_per_identity=4, synthetic_pairs=20, protocols=[8],
-        lr_sizes=[8], batch_size=6, num_workers=0, train_sampler="identity_balanced", images_per_class=2,
+        image_size=(32, 32), synthetic=SyntheticOptions(num_identities=6, images_per_identity=4, pairs=20),
+        protocols=[8], degradation=DegradationOptions(lr_sizes=[8]), batch_size=6, num_workers=0,
+        train_sampler="identity_balanced", images_per_class=2,
     )  # fmt: skip
     dm.setup("fit")
     loader = dm.train_dataloader()

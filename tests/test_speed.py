@@ -12,6 +12,7 @@ import torch
 
 from crossres.cli import _default_precision
 from crossres.data.datamodule import FaceDataModule
+from crossres.data.options import DegradationOptions, SyntheticOptions
 from crossres.methods import Baseline
 
 SMALL: dict[str, Any] = {
@@ -60,8 +61,8 @@ def test_channels_last_weights_same_embeddings() -> None:
 
 def _fit(model: Baseline, tmp_path: Path) -> None:
     datamodule = FaceDataModule(
-        image_size=(32, 32), num_identities=4, images_per_identity=4, synthetic_pairs=20, protocols=[8],
-        lr_sizes=[8], batch_size=8, num_workers=0,
+        image_size=(32, 32), synthetic=SyntheticOptions(num_identities=4, images_per_identity=4, pairs=20),
+        protocols=[8], degradation=DegradationOptions(lr_sizes=[8]), batch_size=8, num_workers=0,
     )  # fmt: skip
     trainer = pl.Trainer(
         accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=False,

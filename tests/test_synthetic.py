@@ -184,7 +184,7 @@ def test_pair_set_defaults_and_errors():
 
 
 def test_pair_set_warns_when_positive_pairs_repeat():
-    with pytest.warns(UserWarning, match="synthetic_pair_identities"):
+    with pytest.warns(UserWarning, match=r"data\.synthetic\.pair_identities"):
         repeated = synthetic_pair_set(num_identities=10, images_per_identity=2, num_pairs=40, image_size=16)
     positives = [tuple(p) for p, same in zip(repeated.pairs.tolist(), repeated.issame.tolist(), strict=True) if same]
     assert len(set(positives)) < len(positives)

@@ -2,7 +2,16 @@
 
 from crossres.data.pairs import PairDataset, PairSet
 
-__all__ = ["FaceDataModule", "PairDataset", "PairSet", "SyntheticFaces"]
+__all__ = [
+    "AugmentationOptions",
+    "DegradationOptions",
+    "FaceDataModule",
+    "PairDataset",
+    "PairSet",
+    "SyntheticFaces",
+    "SyntheticOptions",
+]
+_OPTIONS = ("AugmentationOptions", "DegradationOptions", "SyntheticOptions")
 
 
 def __getattr__(name: str):  # noqa: ANN202 - lazy: `crossres.data` stays importable without Lightning
@@ -10,6 +19,10 @@ def __getattr__(name: str):  # noqa: ANN202 - lazy: `crossres.data` stays import
         from crossres.data.datamodule import FaceDataModule
 
         return FaceDataModule
+    if name in _OPTIONS:
+        from crossres.data import options
+
+        return getattr(options, name)
     if name == "SyntheticFaces":
         from crossres.data.synthetic import SyntheticFaces
 

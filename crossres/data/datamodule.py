@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Sequence
@@ -15,12 +16,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
+from crossres.data.options import AugmentationOptions, DegradationOptions, SyntheticOptions, options
 from crossres.data.pairs import PairDataset, PairSet
 from crossres.data.samplers import EpochSampler, IdentityBalancedSampler, ShuffledSampler, identity_labels
-from crossres.data.synthetic import DEFAULT_DIVERSITY
 from crossres.errors import InputError
 from crossres.transforms.degradation import BatchDegradation, CameraDegradation, DegradedViews, ResolutionSampler
-from crossres.transforms.functional import Backend, degrade, to_float
+from crossres.transforms.functional import degrade, to_float
 
 __all__ = ["FaceDataModule"]
 
@@ -111,12 +112,19 @@ def _seed_worker(worker_id: int) -> None:
         transform.set_random_seed(torch.initial_seed() % 2**32)
 
 
+# The option groups' defaults (frozen dataclasses: one instance serves every data module).
+_SYNTHETIC, _DEGRADATION, _AUGMENTATION = SyntheticOptions(), DegradationOptions(), AugmentationOptions()
+
+
 class FaceDataModule(pl.LightningDataModule):
     """Training faces + named verification pair sets, degraded on the device.
 
     The degradation (Knoche et al. 2021 §3.3, Eq. (1)) runs in :meth:`on_after_batch_transfer` for every
     split, sanity checking included: training batches gain ``lr`` and ``lr_size``; evaluation batches gain
     one LR view of both images per protocol.
+
+    ``synthetic``, ``degradation`` and ``augmentation`` are option groups (:mod:`crossres.data.options`): each
+    takes its dataclass or a mapping of its fields; ``hparams`` holds it as a dict (``hparams["degradation"]``).
 
     Args:
         train_format: ``"synthetic"`` (:class:`~crossres.data.synthetic.SyntheticFaces`, no files),
@@ -134,15 +142,6 @@ class FaceDataModule(pl.LightningDataModule):
             ``image_size``; each is logged once, the number skipped per epoch as ``train_corrupt_skipped``) instead
             of failing with the file (and record index).
         image_size: HR size ``(h, w)`` of every face, e.g. ``[112, 112]`` or ``[112, 96]``.
-        num_identities: synthetic training identities.
-        images_per_identity: synthetic images per identity.
-        synthetic_seed: seed of the synthetic renderer (training and synthetic pair sets).
-        synthetic_difficulty: scales every nuisance of the synthetic renderer (pose, light, clutter, noise).
-        synthetic_diversity: spread of the identities' coarse traits (skin, hair, beard colour and shape); lower
-            values leave more of identity to fine detail, which low resolutions destroy (default: the calibrated
-            ``crossres.data.synthetic.DEFAULT_DIVERSITY``).
-        synthetic_cache: keep rendered training faces in memory after their first epoch (each DataLoader worker
-            holds the items it rendered, about 50 KB each at 112x112); rendering is about 5 ms per face on a CPU.
         val_sets: evaluation pair sets: ``"synthetic"``, a path to an insightface ``.bin`` (``lfw.bin`` …),
             a path to an LFW pairs file whose images lie beside it under ``lfw/``, ``PAIRS_FILE@IMAGE_DIR`` for an
             LFW pairs file over another (aligned) folder ``IMAGE_DIR/<name>/<name>_0001.png|jpg``
@@ -151,32 +150,16 @@ class FaceDataModule(pl.LightningDataModule):
             :func:`crossres.data.lfw.identity_folder_pairs`). The set's name in metric keys is the file stem
             (``lfw`` for a file named ``pairs.txt``) or the folder's name; names must differ.
         test_sets: pair sets for ``test``; ``None`` uses ``val_sets``.
-        synthetic_pairs: pairs of a synthetic pair set (half positive).
-        synthetic_pair_identities: identities of a synthetic pair set (4 images each, disjoint from training). Each
-            identity gives 6 distinct positive pairs: beyond ``3 * synthetic_pair_identities`` pairs the positives
-            repeat (a warning says so), so raise both together for a tighter estimate (e.g. 6000 and 1000).
         protocols: LR sizes at which every pair set is evaluated: ints (``14`` -> 14 px), ``"16x12"``, or
             Knoche protocol names (``low_res_focus``, ``mid_res_focus``, ``high_res_focus``, ``avg_sizes``).
         protocol_dir: root of the Knoche protocol CSVs (``<protocol_dir>/LFW/low_res_focus.csv``); without
             it, the Knoche ranges are drawn with ``seed``.
         knoche_scale: factor from the Knoche sizes (sides of 112 px ArcFace crops) to this data's faces (``None``:
             ``image_size[0] / 112``); dlib's 150 px chips frame the face wider, see ``docs/real_faces.md``.
-        lr_policy: how training LR sizes are drawn: ``"fixed"`` (``lr_sizes[0]``), ``"choice"`` or
-            ``"range"`` (``lr_sizes = [lo, hi]``).
-        lr_sizes: training LR sizes (ints or ``[h, w]`` pairs).
-        lr_per: draw one size per ``"sample"`` or per ``"batch"``.
-        lr_prob: share of training samples that are degraded (Knoche's BT uses 0.5).
-        lr_views: extra fixed LR sizes computed for every training image, as ``batch["lr_views"]`` =
-            ``{"7px": tensor, ...}`` (multi-branch methods: SiameseCR ST-M2, DCR's three resolutions).
-        backend: resampling backend of the degradation (``"pil"`` matches PIL bicubic).
-        hflip: CPU horizontal flip probability.
-        brightness: CPU brightness jitter (albumentations ``ColorJitter``).
-        saturation: CPU saturation jitter.
-        crop_scale: lower bound of the area kept by the CPU random crop (1.0 = no crop).
-        blur_prob: probability of a random Gaussian blur on LR training samples.
-        motion_blur_prob: probability of a random motion blur on LR training samples.
-        noise_prob: probability of Gaussian noise on LR training samples.
-        jpeg_prob: probability of JPEG compression on LR training samples.
+        synthetic: the synthetic faces (:class:`~crossres.data.options.SyntheticOptions`).
+        degradation: the device-side degradation of training faces and the resampling of evaluation probes
+            (:class:`~crossres.data.options.DegradationOptions`).
+        augmentation: the CPU-side augmentation of training faces (:class:`~crossres.data.options.AugmentationOptions`).
         train_sampler: order of the training faces: ``"random"`` (a new permutation every epoch) or
             ``"identity_balanced"`` (batches of ``batch_size / images_per_class`` identities x ``images_per_class``
             images). Both are rank-aware (disjoint indices per rank; Lightning does not replace them under DDP),
@@ -200,33 +183,14 @@ class FaceDataModule(pl.LightningDataModule):
         train_landmarks: str | None = None,
         skip_corrupt: bool = False,
         image_size: tuple[int, int] = (112, 112),
-        num_identities: int = 100,
-        images_per_identity: int = 20,
-        synthetic_seed: int = 0,
-        synthetic_difficulty: float = 1.0,
-        synthetic_diversity: float = DEFAULT_DIVERSITY,
-        synthetic_cache: bool = True,
         val_sets: list[str] | None = None,
         test_sets: list[str] | None = None,
-        synthetic_pairs: int = 600,
-        synthetic_pair_identities: int = 50,
         protocols: list[int | str] | None = None,
         protocol_dir: str | None = None,
         knoche_scale: float | None = None,
-        lr_policy: Literal["fixed", "choice", "range"] = "choice",
-        lr_sizes: list[int | list[int]] | None = None,
-        lr_per: Literal["sample", "batch"] = "sample",
-        lr_prob: float = 1.0,
-        lr_views: list[int | str] | None = None,
-        backend: Backend = "pil",
-        hflip: float = 0.5,
-        brightness: float = 0.2,
-        saturation: float = 0.2,
-        crop_scale: float = 1.0,
-        blur_prob: float = 0.0,
-        motion_blur_prob: float = 0.0,
-        noise_prob: float = 0.0,
-        jpeg_prob: float = 0.0,
+        synthetic: SyntheticOptions = _SYNTHETIC,
+        degradation: DegradationOptions = _DEGRADATION,
+        augmentation: AugmentationOptions = _AUGMENTATION,
         train_sampler: Literal["random", "identity_balanced"] = "random",
         images_per_class: int = 4,
         batch_size: int = 64,
@@ -236,28 +200,50 @@ class FaceDataModule(pl.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.synthetic = options(SyntheticOptions, synthetic, "data.synthetic")
+        self.degradation = options(DegradationOptions, degradation, "data.degradation")
+        self.augmentation = options(AugmentationOptions, augmentation, "data.augmentation")
+        self.save_hyperparameters()  # LightningCLI's values: the groups as dicts, as in config.yaml
+        # Given as dataclasses (in Python), the groups are saved as dicts too: checkpoints hold these hyper-parameters
+        # and load with weights_only.
+        groups = {
+            "synthetic": dataclasses.asdict(self.synthetic),
+            "degradation": dataclasses.asdict(self.degradation),
+            "augmentation": dataclasses.asdict(self.augmentation),
+        }
+        self.save_hyperparameters(dict(self.hparams) | groups)
         self.image_size = _size_pair(image_size, "image_size")
         self.val_sets = list(val_sets) if val_sets is not None else ["synthetic"]
         self.test_sets = list(test_sets) if test_sets is not None else self.val_sets
         self.protocols = list(protocols) if protocols is not None else [7, 14, 28, 56]
+        deg = self.degradation
         try:
             self.sampler = ResolutionSampler(
-                policy=lr_policy,
-                sizes=lr_sizes if lr_sizes is not None else [7, 14, 28, 56],
-                per=lr_per,
-                lr_prob=lr_prob,
+                policy=deg.lr_policy,
+                sizes=deg.lr_sizes if deg.lr_sizes is not None else [7, 14, 28, 56],
+                per=deg.lr_per,
+                lr_prob=deg.lr_prob,
                 hr_size=self.image_size,
             )
         except ValueError as err:
             raise InputError(
-                f"data.lr_sizes={lr_sizes} (data.lr_policy={lr_policy!r}, data.lr_prob={lr_prob}): {err}"
+                f"data.degradation.lr_sizes={deg.lr_sizes} (data.degradation.lr_policy={deg.lr_policy!r}, "
+                f"data.degradation.lr_prob={deg.lr_prob}): {err}"
             ) from None
-        camera = CameraDegradation(
-            blur_prob=blur_prob, motion_prob=motion_blur_prob, noise_prob=noise_prob, jpeg_prob=jpeg_prob
-        )
-        self.train_degradation = BatchDegradation(sampler=self.sampler, backend=backend, camera=camera, seed=seed)
-        self.lr_views = {_protocol_name(v): _lr_view_size(v, "lr_views") for v in lr_views or []}
+        try:
+            camera = CameraDegradation(
+                blur_prob=deg.blur_prob,
+                motion_prob=deg.motion_blur_prob,
+                noise_prob=deg.noise_prob,
+                jpeg_prob=deg.jpeg_prob,
+            )
+        except ValueError as err:
+            raise InputError(
+                f"data.degradation (blur_prob={deg.blur_prob}, motion_blur_prob={deg.motion_blur_prob}, "
+                f"noise_prob={deg.noise_prob}, jpeg_prob={deg.jpeg_prob}): {err}"
+            ) from None
+        self.train_degradation = BatchDegradation(sampler=self.sampler, backend=deg.backend, camera=camera, seed=seed)
+        self.lr_views = {_protocol_name(v): _lr_view_size(v, "degradation.lr_views") for v in deg.lr_views or []}
         self._train_set: Dataset | None = None
         self._pair_sets: dict[str, PairDataset] = {}
         # Position of the training data in its epoch (batches consumed), saved in checkpoints.
@@ -268,7 +254,8 @@ class FaceDataModule(pl.LightningDataModule):
         self.num_classes = self._count_classes()
         if self.num_classes < 2:
             if train_format == "synthetic":
-                raise InputError(f"data.num_identities={num_identities}: training needs at least 2 identities")
+                identities = self.synthetic.num_identities
+                raise InputError(f"data.synthetic.num_identities={identities}: training needs at least 2 identities")
             layout = " (one folder per identity: <train_root>/<identity>/*.jpg)" if train_format == "folder" else ""
             raise InputError(
                 f"data.train_root {train_root} holds {self.num_classes} identity; training needs at least 2{layout}"
@@ -277,7 +264,7 @@ class FaceDataModule(pl.LightningDataModule):
     # ----------------------------------------------------------------------------------------------- sets
     def _count_classes(self) -> int:
         if self.hparams["train_format"] == "synthetic":
-            return int(self.hparams["num_identities"])
+            return int(self.synthetic.num_identities)
         return int(self._build_train_set().num_classes)  # type: ignore[attr-defined]
 
     def _build_train_set(self) -> Dataset:
@@ -288,13 +275,14 @@ class FaceDataModule(pl.LightningDataModule):
         if fmt == "synthetic":
             from crossres.data.synthetic import SyntheticFaces
 
+            synthetic = self.synthetic
             dataset = SyntheticFaces(
-                num_identities=self.hparams["num_identities"],
-                images_per_identity=self.hparams["images_per_identity"],
+                num_identities=synthetic.num_identities,
+                images_per_identity=synthetic.images_per_identity,
                 image_size=self.image_size,
-                seed=self.hparams["synthetic_seed"],
-                cache=self.hparams["synthetic_cache"],
-                **_nuisance(self.hparams["synthetic_difficulty"], self.hparams["synthetic_diversity"]),
+                seed=synthetic.seed,
+                cache=synthetic.cache,
+                **_nuisance(synthetic.difficulty, synthetic.diversity),
             )
         else:
             if root is None:
@@ -341,19 +329,19 @@ class FaceDataModule(pl.LightningDataModule):
         return dataset
 
     def _cpu_transform(self) -> A.Compose | None:
-        hp = self.hparams
+        aug = self.augmentation
         steps: list[Any] = []
-        if hp["hflip"] > 0:
-            steps.append(A.HorizontalFlip(p=hp["hflip"]))
-        if hp["brightness"] > 0 or hp["saturation"] > 0:
-            steps.append(A.ColorJitter(brightness=hp["brightness"], contrast=0.0, saturation=hp["saturation"], hue=0.0))
-        if hp["crop_scale"] < 1.0:
+        if aug.hflip > 0:
+            steps.append(A.HorizontalFlip(p=aug.hflip))
+        if aug.brightness > 0 or aug.saturation > 0:
+            steps.append(A.ColorJitter(brightness=aug.brightness, contrast=0.0, saturation=aug.saturation, hue=0.0))
+        if aug.crop_scale < 1.0:
             h, w = self.image_size
-            steps.append(A.RandomResizedCrop(size=(h, w), scale=(hp["crop_scale"], 1.0), ratio=(w / h, w / h)))
+            steps.append(A.RandomResizedCrop(size=(h, w), scale=(aug.crop_scale, 1.0), ratio=(w / h, w / h)))
         if not steps:
             return None
         keypoints = A.KeypointParams(format="xy", remove_invisible=False)
-        return A.Compose(steps, keypoint_params=keypoints, seed=hp["seed"], save_applied_params=True)
+        return A.Compose(steps, keypoint_params=keypoints, seed=self.hparams["seed"], save_applied_params=True)
 
     def pair_set(self, spec: str) -> PairDataset:
         """Return the evaluation pair set named by ``spec``, with every configured protocol, built once."""
@@ -383,13 +371,14 @@ class FaceDataModule(pl.LightningDataModule):
         if spec == "synthetic":
             from crossres.data.synthetic import synthetic_pair_set
 
+            synthetic = self.synthetic
             return synthetic_pair_set(
                 name="synthetic",
-                num_pairs=self.hparams["synthetic_pairs"],
-                num_identities=self.hparams["synthetic_pair_identities"],
+                num_pairs=synthetic.pairs,
+                num_identities=synthetic.pair_identities,
                 image_size=self.image_size,
-                seed=self.hparams["synthetic_seed"] + 1,
-                **_nuisance(self.hparams["synthetic_difficulty"], self.hparams["synthetic_diversity"]),
+                seed=synthetic.seed + 1,
+                **_nuisance(synthetic.difficulty, synthetic.diversity),
             )
         path = Path(spec)
         from crossres.data.bin import load_bin
@@ -579,7 +568,7 @@ class FaceDataModule(pl.LightningDataModule):
         self._batch_in_epoch += 1
         out.update(self.train_degradation(to_float(out.pop("image"))))
         if self.lr_views:
-            backend = self.hparams["backend"]
+            backend = self.degradation.backend
             out["lr_views"] = {name: degrade(out["hr"], size, backend=backend) for name, size in self.lr_views.items()}
         return out
 
@@ -588,7 +577,7 @@ class FaceDataModule(pl.LightningDataModule):
         testing = trainer is not None and (trainer.testing or trainer.predicting)
         specs = self.test_sets if testing else self.val_sets
         hr1, hr2 = to_float(batch["image1"]), to_float(batch["image2"])
-        backend = self.hparams["backend"]
+        backend = self.degradation.backend
         return {
             "hr1": hr1,
             "hr2": hr2,

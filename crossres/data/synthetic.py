@@ -1043,7 +1043,7 @@ def synthetic_pair_set(
         warnings.warn(
             f"synthetic pair set {name!r}: {num_pairs} pairs from {num_identities} identities x {images_per_identity} "
             "images repeat positive pairs (each fold draws them within its tenth of the identities), so the accuracy "
-            "is no more precise than with fewer pairs; raise the identities (data.synthetic_pair_identities: 6 "
+            "is no more precise than with fewer pairs; raise the identities (data.synthetic.pair_identities: 6 "
             "distinct positive pairs per identity at 4 images)",
             stacklevel=2,
         )

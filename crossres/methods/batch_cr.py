@@ -46,22 +46,24 @@ class BatchCR(RecogniserMethod):
         if lr_prob in (0.0, 1.0):
             what = "no face (the HR baseline)" if lr_prob == 0.0 else "every face (Baseline with train_on: lr)"
             raise ValueError(
-                f"BatchCR trains on batches that are half HR, half LR (004 §5.1), but data.lr_prob={lr_prob} degrades "
-                f"{what}; set data.lr_prob: 0.5"
+                f"BatchCR trains on batches that are half HR, half LR (004 §5.1), but "
+                f"data.degradation.lr_prob={lr_prob} degrades {what}; set data.degradation.lr_prob: 0.5"
             )
         if sampler.per != "sample":
             raise ValueError(
-                f"BatchCR needs HR and LR faces within each batch, but data.lr_per={sampler.per!r} degrades whole "
-                "batches; set data.lr_per: sample"
+                f"BatchCR needs HR and LR faces within each batch, but data.degradation.lr_per={sampler.per!r} "
+                "degrades whole batches; set data.degradation.lr_per: sample"
             )
         if all(tuple(size) == tuple(sampler.hr_size) for size in sampler.sizes) and sampler.policy != "range":
             raise ValueError(
-                f"BatchCR: every training LR size in data.lr_sizes equals the HR size {sampler.hr_size}, so no face is "
-                "degraded; set data.lr_sizes to the LR size(s) r (BT-r: [r]; BT-M: [7, 14, 28, 56, 112])"
+                f"BatchCR: every training LR size in data.degradation.lr_sizes equals the HR size {sampler.hr_size}, "
+                "so no face is degraded; set data.degradation.lr_sizes to the LR size(s) r (BT-r: [r]; BT-M: "
+                "[7, 14, 28, 56, 112])"
             )
         if lr_prob != 0.5:
             warnings.warn(
-                f"BatchCR: data.lr_prob={lr_prob}; the paper degrades half of each batch (data.lr_prob: 0.5)",
+                f"BatchCR: data.degradation.lr_prob={lr_prob}; the paper degrades half of each batch "
+                "(data.degradation.lr_prob: 0.5)",
                 stacklevel=2,
             )
 

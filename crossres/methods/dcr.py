@@ -37,13 +37,13 @@ class DCRTwoStage(CrossResMethod):
         trunk_kwargs: extra trunk arguments, e.g. ``{"width": 8}`` (``dcr_resnet``: 32 in the paper).
         embedding_size: dimension of the trunk feature ``v`` (512).
         trunk_resolutions: stage 1: the LR sizes trained besides HR, read from ``batch["lr_views"]`` (set
-            ``data.lr_views`` to the same list); ``None``: 003's ``["40x40", "6x6"]``.
+            ``data.degradation.lr_views`` to the same list); ``None``: 003's ``["40x40", "6x6"]``.
         beta: ``β`` of Eq. (1), weight of the trunk's center loss.
         center_alpha: learning rate of every set of centres in Wen et al.'s update rule.
         trunk_weights: stage 2: the stage-1 checkpoint (or a Baseline checkpoint / insightface ``backbone.pth``
             with the same trunk arguments), loaded before ``fit`` (weights only, no training state).
         branch_sizes: stage 2: one branch pair per probe size, trained on ``batch["lr_views"]`` of that size (set
-            ``data.lr_views`` to the same list); ``None``: 003 Table I's ``[8, 12, 16, 20]``.
+            ``data.degradation.lr_views`` to the same list); ``None``: 003 Table I's ``[8, 12, 16, 20]``.
         branch_features: dimension of ``x`` and ``z`` (512).
         center_weight: ``λ`` of Eq. (5).
         euclidean_weight: ``α`` of Eq. (5).
@@ -165,7 +165,7 @@ class DCRTwoStage(CrossResMethod):
             key = "trunk_resolutions" if self.stage == 1 else "branch_sizes"
             raise ValueError(
                 f"DCRTwoStage(stage={self.stage}) trains on batch['lr_views'] at model.{key}={wanted}, but "
-                f"data.lr_views lacks {missing}: set data.lr_views: {wanted}"
+                f"data.degradation.lr_views lacks {missing}: set data.degradation.lr_views: {wanted}"
             )
 
     # ------------------------------------------------------------------------------------------ routing
@@ -229,7 +229,7 @@ class DCRTwoStage(CrossResMethod):
         if missing:
             raise KeyError(
                 f"DCRTwoStage(stage={self.stage}) needs batch['lr_views'] at model.{key} {missing}; "
-                f"set data.lr_views: {names}"
+                f"set data.degradation.lr_views: {names}"
             )
         return [views[f"{n}px"] for n in names]
 

@@ -46,8 +46,9 @@ class GuidedCNN(CrossResMethod):
         scale: margin heads' logit scale ``s`` (unused by ``softmax``).
         margin: margin heads' ``m`` (``None``: the head's default; must be ``None`` for ``softmax``).
         learner_sizes: one learner per LR size (§2.1, more than two sub-CNNs), trained on the data module's
-            ``lr_views`` of those sizes (set ``data.lr_views`` to the same list); a probe is embedded by the learner
-            whose size is nearest its ``lr_size`` (height). ``None``: one learner trained on ``batch["lr"]``.
+            ``lr_views`` of those sizes (set ``data.degradation.lr_views`` to the same list); a probe is embedded
+            by the learner whose size is nearest its ``lr_size`` (height). ``None``: one learner trained on
+            ``batch["lr"]``.
         test_mode: ``known`` (LR probes through ``CNN_L``) or ``unknown`` (§3.1: the nearer of both embeddings).
         occlusion: train and evaluate on occluded HR faces (§3.2): ``none``, ``block`` (``occlusion_area`` of the
             face), ``upper`` / ``lower`` half, or ``half`` (upper or lower, at random).
@@ -141,7 +142,7 @@ class GuidedCNN(CrossResMethod):
         if views is not None and missing:
             raise ValueError(
                 f"model.learner_sizes={self.learner_sizes} trains one learner per LR size on batch['lr_views'], but "
-                f"data.lr_views lacks {missing}: set data.lr_views: {self.learner_sizes}"
+                f"data.degradation.lr_views lacks {missing}: set data.degradation.lr_views: {self.learner_sizes}"
             )
 
     # ---------------------------------------------------------------------------------------- embedding
@@ -211,7 +212,7 @@ class GuidedCNN(CrossResMethod):
         if missing:
             raise KeyError(
                 f"GuidedCNN(learner_sizes={self.learner_sizes}) needs batch['lr_views'] with {missing} px; "
-                f"set data.lr_views: {self.learner_sizes}"
+                f"set data.degradation.lr_views: {self.learner_sizes}"
             )
         return [(f"{s}px", views[f"{s}px"]) for s in self.learner_sizes]
 

@@ -31,7 +31,8 @@ class Octuplet(CrossResMethod):
         classification loss). Notes, the equation-to-code map and the deviations: ``docs/methods/octuplet.md``.
 
     Data: every batch needs several images per identity (``data.train_sampler: identity_balanced``,
-    ``data.images_per_class`` >= 2, checked at fit start) and every LR copy degraded (``data.lr_prob: 1.0``).
+    ``data.images_per_class`` >= 2, checked at fit start) and every LR copy degraded
+    (``data.degradation.lr_prob: 1.0``).
 
     Args:
         backbone: the recogniser: ``iresnet18`` … ``iresnet100`` or a timm model name.
@@ -111,8 +112,8 @@ class Octuplet(CrossResMethod):
         lr_prob = getattr(getattr(datamodule, "sampler", None), "lr_prob", 1.0)
         if lr_prob < 1.0:
             warnings.warn(
-                f"Octuplet: data.lr_prob={lr_prob} leaves some LR copies at HR; the paper degrades every copy "
-                "(data.lr_prob: 1.0)",
+                f"Octuplet: data.degradation.lr_prob={lr_prob} leaves some LR copies at HR; the paper degrades every "
+                "copy (data.degradation.lr_prob: 1.0)",
                 stacklevel=2,
             )
 

@@ -25,7 +25,7 @@ class SiameseCR(RecogniserMethod):
 
     Args:
         mode: ``st`` (HR + one LR size), ``st_m1`` (HR + a per-face LR size) or ``st_m2`` (HR + one branch per
-            ``data.lr_views`` size).
+            ``data.degradation.lr_views`` size).
         distance_weight: weight of each distance term; ``None``: 25 for ``st``/``st_m1`` (Eq. (7)), 3 for
             ``st_m2`` (§6.2).
         **kwargs: the recogniser's arguments (:class:`~crossres.methods.base.RecogniserMethod`: backbone, head)
@@ -59,8 +59,8 @@ class SiameseCR(RecogniserMethod):
             views = getattr(datamodule, "lr_views", None)
             if views is not None and not views:
                 raise ValueError(
-                    "SiameseCR(mode='st_m2') has one branch per LR view, but data.lr_views is empty; set "
-                    "data.lr_views: [7, 14, 28, 56] (004 §6.2)"
+                    "SiameseCR(mode='st_m2') has one branch per LR view, but data.degradation.lr_views is empty; set "
+                    "data.degradation.lr_views: [7, 14, 28, 56] (004 §6.2)"
                 )
             return
         sampler = getattr(datamodule, "sampler", None)
@@ -68,21 +68,21 @@ class SiameseCR(RecogniserMethod):
             return
         if sampler.lr_prob < 1.0:
             warnings.warn(
-                f"SiameseCR(mode={self.mode!r}): data.lr_prob={sampler.lr_prob} leaves some LR-branch faces at HR; "
-                "the paper degrades every LR-branch face (data.lr_prob: 1.0)",
+                f"SiameseCR(mode={self.mode!r}): data.degradation.lr_prob={sampler.lr_prob} leaves some LR-branch "
+                "faces at HR; the paper degrades every LR-branch face (data.degradation.lr_prob: 1.0)",
                 stacklevel=2,
             )
         several = sampler.policy == "range" or len(sampler.sizes) > 1
         if self.mode == "st" and several:
             warnings.warn(
                 f"SiameseCR(mode='st') with several training LR sizes {sampler.sizes} is ST-M1; use mode: st_m1 "
-                "or data.lr_policy: fixed",
+                "or data.degradation.lr_policy: fixed",
                 stacklevel=2,
             )
         if self.mode == "st_m1" and not several:
             warnings.warn(
                 f"SiameseCR(mode='st_m1') with the single training LR size {sampler.sizes} is ST; set "
-                "data.lr_policy: choice, data.lr_sizes: [7, 14, 28, 56] (004 §6.2)",
+                "data.degradation.lr_policy: choice, data.degradation.lr_sizes: [7, 14, 28, 56] (004 §6.2)",
                 stacklevel=2,
             )
 
@@ -94,7 +94,7 @@ class SiameseCR(RecogniserMethod):
         if not views:
             raise KeyError(
                 "SiameseCR(mode='st_m2') needs batch['lr_views'] (one LR branch per view); set "
-                "data.lr_views: [7, 14, 28, 56]"
+                "data.degradation.lr_views: [7, 14, 28, 56]"
             )
         return [("hr", batch["hr"]), *views.items()]
 

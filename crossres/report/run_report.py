@@ -17,7 +17,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import yaml
@@ -208,15 +208,16 @@ def _write_table_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
 def _example_pair_set(config: Mapping[str, Any], split: str) -> tuple[PairSet, Backend]:
     """The run's first evaluation pair set, rebuilt from its ``data`` config (no training set is opened)."""
     from crossres.data.datamodule import FaceDataModule
+    from crossres.data.options import group_flat_keys
 
-    data = dict(config.get("data") or {})
+    data = group_flat_keys(config.get("data") or {})  # a flat config.yaml too
     accepted = set(inspect.signature(FaceDataModule.__init__).parameters) - {"self"}
     kwargs = {k: v for k, v in data.items() if k in accepted}
     kwargs |= {"train_format": "synthetic", "train_root": None, "protocols": [], "protocol_dir": None}
     specs = data.get("test_sets") if split == "test" else None
     specs = specs or data.get("val_sets") or ["synthetic"]
     module = FaceDataModule(**kwargs)
-    return module.pair_set(str(specs[0])).pair_set, cast(Backend, data.get("backend") or "pil")
+    return module.pair_set(str(specs[0])).pair_set, module.degradation.backend
 
 
 # ------------------------------------------------------------------------------------------------ wandb
