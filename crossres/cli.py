@@ -197,6 +197,12 @@ class CrossResCLI(LightningCLI):
         self.run_dir = run_dir
         self._check_weights_options(cfg, fitting)
         ckpt_path = cfg.get("ckpt_path")
+        if not fitting and ckpt_path and cfg.data.get("train_classes") is None:
+            # The model's classes come with the checkpoint: scoring it never reads the training set.
+            model_args = cfg.model.get("init_args") or Namespace()
+            classes = model_args.get("num_classes") or (cfg.model.get("dict_kwargs") or {}).get("num_classes")
+            if classes is not None:
+                cfg.data.train_classes = int(classes)
         # Where this subcommand writes: fit into the run directory, everything else into a new folder of its own.
         log_dir = run_dir
         version = ""

@@ -88,6 +88,13 @@ def test_real_config_trains_from_the_pretrained_recogniser(
         hr, lr = model.eval_embed_hr(faces), model.eval_embed_lr(faces, sizes)
     assert hr.shape == lr.shape and hr.shape[0] == 2 and torch.isfinite(hr).all() and torch.isfinite(lr).all()
 
+    # `crossres test` of the checkpoint on an aligned identity folder, without the training data at hand.
+    run_dir = checkpoint.parents[1]
+    score = ["-c", str(run_dir / "config.yaml"), f"--ckpt_path={checkpoint}", "--data.train_root=/nonexistent"]
+    main(["test", *score, f"--data.test_sets=[{chips}]", "--trainer.logger=null"])
+    results = next(run_dir.glob("test-*/results_test.csv")).read_text()
+    assert chips.name in results and "8px" in results
+
 
 def test_a_network_built_pretrained_needs_no_weights_file(fake_dlib: Path, tmp_path: Path) -> None:
     model = GuidedCNN(

@@ -141,6 +141,9 @@ class FaceDataModule(pl.LightningDataModule):
         skip_corrupt: for ``recordio`` and ``folder``: skip unreadable records or images (undecodable, or not of
             ``image_size``; each is logged once, the number skipped per epoch as ``train_corrupt_skipped``) instead
             of failing with the file (and record index).
+        train_classes: training identities, when the training data is not read: ``validate``, ``test`` and
+            ``predict`` of a checkpoint take it from the checkpoint (the CLI sets it), so scoring needs no training
+            set. ``None`` (training): counted in the training data.
         image_size: HR size ``(h, w)`` of every face, e.g. ``[112, 112]`` or ``[112, 96]``.
         val_sets: evaluation pair sets: ``"synthetic"``, a path to an insightface ``.bin`` (``lfw.bin`` …),
             a path to an LFW pairs file whose images lie beside it under ``lfw/``, ``PAIRS_FILE@IMAGE_DIR`` for an
@@ -182,6 +185,7 @@ class FaceDataModule(pl.LightningDataModule):
         train_people: str | None = None,
         train_landmarks: str | None = None,
         skip_corrupt: bool = False,
+        train_classes: int | None = None,
         image_size: tuple[int, int] = (112, 112),
         val_sets: list[str] | None = None,
         test_sets: list[str] | None = None,
@@ -263,6 +267,8 @@ class FaceDataModule(pl.LightningDataModule):
 
     # ----------------------------------------------------------------------------------------------- sets
     def _count_classes(self) -> int:
+        if self.hparams["train_classes"] is not None:
+            return int(self.hparams["train_classes"])
         if self.hparams["train_format"] == "synthetic":
             return int(self.synthetic.num_identities)
         return int(self._build_train_set().num_classes)  # type: ignore[attr-defined]
