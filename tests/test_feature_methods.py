@@ -46,9 +46,13 @@ def test_batch_cr_bt_m_fit_then_test(tiny_args: list[str]) -> None:
     "bad, match",
     [("--data.degradation.lr_prob=1.0", "lr_prob"), ("--data.degradation.lr_per=batch", "lr_per")],
 )
-def test_batch_cr_refuses_batches_that_do_not_mix(tiny_args: list[str], bad: str, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+def test_batch_cr_refuses_batches_that_do_not_mix(
+    tiny_args: list[str], bad: str, match: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
         main(["fit", *tiny_args, *BATCH_CR, "--data.degradation.lr_prob=0.5", bad, "--name=nomix"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"data.degradation.{match}" in error and "BatchCR" in error
 
 
 def test_batch_cr_loss_is_the_mixed_batch_cross_entropy() -> None:
@@ -103,9 +107,11 @@ def test_siamese_cr_st_m2_five_branches(tiny_args: list[str]) -> None:
     assert "val_acc_synthetic_hr_lr_8px" in metrics
 
 
-def test_siamese_cr_st_m2_needs_lr_views(tiny_args: list[str]) -> None:
-    with pytest.raises(ValueError, match="data.degradation.lr_views"):
+def test_siamese_cr_st_m2_needs_lr_views(tiny_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
         main(["fit", *tiny_args, *SIAMESE_CR, "--model.mode=st_m2", "--name=noviews"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "data.degradation.lr_views" in error and "SiameseCR" in error
 
 
 def _siamese_batch(views: bool) -> dict[str, Any]:

@@ -102,10 +102,12 @@ def test_training_step_is_eq3() -> None:
     assert model.learners[0].conv1.weight.grad is not None
 
 
-def test_several_learners(guide_ckpt: Path, tiny_args: list[str]) -> None:
+def test_several_learners(guide_ckpt: Path, tiny_args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     args = [*GUIDED, f"--model.guide_weights={guide_ckpt}", "--model.learner_sizes=[4, 8]"]
-    with pytest.raises(ValueError, match="data.degradation.lr_views"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["fit", *tiny_args, *args, "--name=no_views"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "data.degradation.lr_views: [4, 8]" in error and "learner_sizes" in error
     cli = main(["fit", *tiny_args, *args, "--data.degradation.lr_views=[4, 8]", "--name=two", "--overwrite=true"])
     model = cli.model
     assert len(model.learners) == 2 and len(model.heads) == 2

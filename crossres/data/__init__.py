@@ -1,9 +1,11 @@
 """Datasets, formats, protocols and the data module (no Lightning below `datamodule`)."""
 
+from crossres.data.needs import DataNeeds
 from crossres.data.pairs import PairDataset, PairSet
 
 __all__ = [
     "AugmentationOptions",
+    "DataNeeds",
     "DegradationOptions",
     "FaceDataModule",
     "PairDataset",

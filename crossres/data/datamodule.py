@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
+from crossres.data.needs import DataNeeds
 from crossres.data.options import AugmentationOptions, DegradationOptions, SyntheticOptions, options
 from crossres.data.pairs import PairDataset, PairSet
 from crossres.data.samplers import EpochSampler, IdentityBalancedSampler, ShuffledSampler, identity_labels
@@ -425,6 +426,91 @@ class FaceDataModule(pl.LightningDataModule):
                     "metric keys; give the pairs files different names"
                 )
         return names
+
+    # ---------------------------------------------------------------------------------------- method needs
+    def check_needs(self, needs: DataNeeds, method: str) -> None:
+        """Check a method's needs against this data module's options, before any batch is read.
+
+        The one place where a method's demands on the training data meet the data module (``CrossResMethod`` calls
+        it at ``setup("fit")``).
+
+        Args:
+            needs: what the method needs (:meth:`CrossResMethod.data_needs
+                <crossres.methods.base.CrossResMethod.data_needs>`).
+            method: the method's name in messages, e.g. ``"BatchCR"``.
+
+        Raises:
+            InputError: for a need these options do not meet; the message names the method and the ``data.*`` key
+                to set. The paper's settings (``needs.lr_prob``, ``needs.several_lr_sizes``) only warn.
+        """
+        deg, sampler = self.degradation, self.sampler
+        if needs.lr_views:
+            missing = [v for v in needs.lr_views if _protocol_name(v) not in self.lr_views]
+            if missing:
+                wanted, lacking = (f"[{', '.join(views)}]" for views in (needs.lr_views, missing))
+                source = f"{needs.lr_views_key}={wanted}" if needs.lr_views_key else wanted
+                raise InputError(
+                    f"{method} trains on batch['lr_views'] at {source}, but data.degradation.lr_views lacks {lacking}: "
+                    f"set data.degradation.lr_views: {wanted}"
+                )
+        if needs.any_lr_views and not self.lr_views:
+            raise InputError(
+                f"{method} has one branch per LR view, but data.degradation.lr_views is empty; set "
+                "data.degradation.lr_views, e.g. [7, 14, 28, 56]"
+            )
+        if needs.landmarks:
+            fmt = self.hparams["train_format"]
+            if fmt == "recordio" or (fmt == "folder" and self.hparams["train_landmarks"] is None):
+                raise InputError(
+                    f"{method} needs 68 landmarks per training face (batch['landmarks']), but data.train_format="
+                    f"{fmt!r} without data.train_landmarks has none: set data.train_landmarks (the landmarks.json of "
+                    "crossres align; data.train_format: folder) or train on data.train_format: synthetic"
+                )
+        per_class_needed = needs.images_per_identity
+        if per_class_needed > 1:
+            train_sampler, per_class = self.hparams["train_sampler"], int(self.hparams["images_per_class"])
+            if train_sampler != "identity_balanced" or per_class < per_class_needed:
+                raise InputError(
+                    f"{method} needs at least {per_class_needed} images per identity in every batch, but "
+                    f"data.train_sampler={train_sampler!r}, data.images_per_class={per_class}; set "
+                    f"data.train_sampler: identity_balanced and data.images_per_class: {per_class_needed} or more "
+                    "(data.batch_size a multiple of it)"
+                )
+        if needs.mixed_batches:
+            if sampler.lr_prob in (0.0, 1.0):
+                what = "no face" if sampler.lr_prob == 0.0 else "every face"
+                raise InputError(
+                    f"{method} trains on batches that mix HR and LR faces, but data.degradation.lr_prob="
+                    f"{sampler.lr_prob} degrades {what}; set data.degradation.lr_prob between 0 and 1 (e.g. 0.5)"
+                )
+            if sampler.per != "sample":
+                raise InputError(
+                    f"{method} needs HR and LR faces within each batch, but data.degradation.lr_per={sampler.per!r} "
+                    "degrades whole batches; set data.degradation.lr_per: sample"
+                )
+            if all(tuple(size) == tuple(sampler.hr_size) for size in sampler.sizes) and sampler.policy != "range":
+                raise InputError(
+                    f"{method}: every training LR size in data.degradation.lr_sizes equals the HR size "
+                    f"{sampler.hr_size}, so no face is degraded; set data.degradation.lr_sizes to LR sizes below it"
+                )
+        if needs.lr_prob is not None and sampler.lr_prob != needs.lr_prob:
+            rank_zero_warn(
+                f"{method}: data.degradation.lr_prob={sampler.lr_prob}, but the paper degrades a share of "
+                f"{needs.lr_prob} of the training faces (data.degradation.lr_prob: {needs.lr_prob})"
+            )
+        if needs.several_lr_sizes is not None:
+            several = sampler.policy == "range" or len(sampler.sizes) > 1
+            if several and not needs.several_lr_sizes:
+                rank_zero_warn(
+                    f"{method} trains at one LR size, but data.degradation.lr_sizes={deg.lr_sizes} "
+                    f"(data.degradation.lr_policy={deg.lr_policy!r}) draws several; set data.degradation.lr_policy: "
+                    "fixed with one size"
+                )
+            if not several and needs.several_lr_sizes:
+                rank_zero_warn(
+                    f"{method} draws each face's LR size from several, but the training LR sizes {sampler.sizes} are "
+                    "one; set data.degradation.lr_policy: choice, data.degradation.lr_sizes: [7, 14, 28, 56]"
+                )
 
     # ------------------------------------------------------------------------------------------- loaders
     def setup(self, stage: str) -> None:

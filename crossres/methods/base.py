@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from typing_extensions import Self
 
+from crossres.data.needs import DataNeeds
 from crossres.metrics.image_quality import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from crossres.metrics.verification import VerificationMetric
 from crossres.nn.backbones import build_backbone
@@ -238,6 +239,36 @@ class CrossResMethod(pl.LightningModule):
             if is_frozen(module):
                 module.eval()
         return self
+
+    # -------------------------------------------------------------------------------------- data needs
+    def data_needs(self) -> DataNeeds:
+        """What this method needs from the training data (:class:`~crossres.data.needs.DataNeeds`; default: nothing).
+
+        Checked once, at ``setup("fit")``, by the data module (:meth:`FaceDataModule.check_needs
+        <crossres.data.datamodule.FaceDataModule.check_needs>`), which names the ``data.*`` key to set.
+        """
+        return DataNeeds()
+
+    def setup(self, stage: str) -> None:
+        """``fit``: the data module checks :meth:`data_needs`. A subclass that overrides ``setup`` calls this first."""
+        if stage == "fit":
+            self.check_data_needs()
+
+    def check_data_needs(self) -> None:
+        """Have the trainer's data module check :meth:`data_needs`; warn once if it cannot (no ``check_needs``)."""
+        needs, name = self.data_needs(), type(self).__name__
+        if needs.empty:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        check = getattr(datamodule, "check_needs", None)
+        if check is None:
+            warnings.warn(
+                f"{name} cannot check that the training data gives what it needs ({needs.describe()}): the data "
+                "module is not a FaceDataModule (no check_needs); make sure that the batches do",
+                stacklevel=2,
+            )
+            return
+        check(needs, name)
 
     # ---------------------------------------------------------------------------------------- resuming
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

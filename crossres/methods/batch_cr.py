@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from crossres.data.needs import DataNeeds
 from crossres.methods.base import RecogniserMethod
 
 __all__ = ["BatchCR"]
@@ -33,39 +33,9 @@ class BatchCR(RecogniserMethod):
 
     # §5.1: the network is the baseline's, one backbone and an ArcFace layer (RecogniserMethod.build).
 
-    def on_fit_start(self) -> None:
-        sampler = getattr(getattr(self.trainer, "datamodule", None), "sampler", None)
-        if sampler is None:
-            warnings.warn(
-                "BatchCR cannot check that training batches mix HR and LR faces (the data module has no "
-                "ResolutionSampler); make sure half of every batch['lr'] is degraded (004 §5.1).",
-                stacklevel=2,
-            )
-            return
-        lr_prob = float(sampler.lr_prob)
-        if lr_prob in (0.0, 1.0):
-            what = "no face (the HR baseline)" if lr_prob == 0.0 else "every face (Baseline with train_on: lr)"
-            raise ValueError(
-                f"BatchCR trains on batches that are half HR, half LR (004 §5.1), but "
-                f"data.degradation.lr_prob={lr_prob} degrades {what}; set data.degradation.lr_prob: 0.5"
-            )
-        if sampler.per != "sample":
-            raise ValueError(
-                f"BatchCR needs HR and LR faces within each batch, but data.degradation.lr_per={sampler.per!r} "
-                "degrades whole batches; set data.degradation.lr_per: sample"
-            )
-        if all(tuple(size) == tuple(sampler.hr_size) for size in sampler.sizes) and sampler.policy != "range":
-            raise ValueError(
-                f"BatchCR: every training LR size in data.degradation.lr_sizes equals the HR size {sampler.hr_size}, "
-                "so no face is degraded; set data.degradation.lr_sizes to the LR size(s) r (BT-r: [r]; BT-M: "
-                "[7, 14, 28, 56, 112])"
-            )
-        if lr_prob != 0.5:
-            warnings.warn(
-                f"BatchCR: data.degradation.lr_prob={lr_prob}; the paper degrades half of each batch "
-                "(data.degradation.lr_prob: 0.5)",
-                stacklevel=2,
-            )
+    def data_needs(self) -> DataNeeds:
+        # §5.1: HR and LR faces within every batch, half of them degraded.
+        return DataNeeds(mixed_batches=True, lr_prob=0.5)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         images, labels, lr_size = batch["lr"], batch["label"], batch["lr_size"]

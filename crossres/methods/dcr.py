@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from crossres.data.needs import DataNeeds
 from crossres.losses.center import CenterLoss
 from crossres.losses.coupled import CoupledMappingLoss
 from crossres.methods.base import CrossResMethod, built_pretrained, freeze, load_pretrained, nearest_size_index
@@ -143,6 +144,7 @@ class DCRTwoStage(CrossResMethod):
 
     # ------------------------------------------------------------------------------------- frozen trunk
     def setup(self, stage: str) -> None:
+        super().setup(stage)  # the data needs
         if self.stage != 2 or stage != "fit" or self.trainer.ckpt_path is not None:
             return
         load_pretrained(
@@ -155,18 +157,11 @@ class DCRTwoStage(CrossResMethod):
             built_pretrained=built_pretrained(self.hparams["trunk_kwargs"]),
         )
 
-    def on_fit_start(self) -> None:
-        views = getattr(getattr(self.trainer, "datamodule", None), "lr_views", None)
-        if views is None:
-            return
-        wanted = self.trunk_resolutions if self.stage == 1 else [str(k) for k in self.branch_sizes]
-        missing = [r for r in wanted if f"{r}px" not in views]
-        if missing:
-            key = "trunk_resolutions" if self.stage == 1 else "branch_sizes"
-            raise ValueError(
-                f"DCRTwoStage(stage={self.stage}) trains on batch['lr_views'] at model.{key}={wanted}, but "
-                f"data.degradation.lr_views lacks {missing}: set data.degradation.lr_views: {wanted}"
-            )
+    def data_needs(self) -> DataNeeds:
+        # Stage 1 trains the trunk on every resolution, stage 2 one branch pair per size: each from batch["lr_views"].
+        if self.stage == 1:
+            return DataNeeds(lr_views=tuple(self.trunk_resolutions), lr_views_key="model.trunk_resolutions")
+        return DataNeeds(lr_views=tuple(str(k) for k in self.branch_sizes), lr_views_key="model.branch_sizes")
 
     # ------------------------------------------------------------------------------------------ routing
     def branch_index(self, lr_size: Tensor) -> Tensor:

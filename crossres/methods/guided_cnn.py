@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from crossres.data.needs import DataNeeds
 from crossres.losses.guidance import FeatureGuidanceLoss
 from crossres.methods.base import (
     HR_MODEL_PATH,
@@ -121,6 +122,7 @@ class GuidedCNN(CrossResMethod):
 
     # --------------------------------------------------------------------------------------- the guide
     def setup(self, stage: str) -> None:
+        super().setup(stage)  # the data needs
         if stage != "fit" or self.trainer.ckpt_path is not None:
             return
         load_pretrained(
@@ -134,16 +136,11 @@ class GuidedCNN(CrossResMethod):
             for learner in self.learners:
                 learner.load_state_dict(state)
 
-    def on_fit_start(self) -> None:
+    def data_needs(self) -> DataNeeds:
         if self.learner_sizes is None:
-            return
-        views = getattr(getattr(self.trainer, "datamodule", None), "lr_views", None)
-        missing = [s for s in self.learner_sizes if views is not None and f"{s}px" not in views]
-        if views is not None and missing:
-            raise ValueError(
-                f"model.learner_sizes={self.learner_sizes} trains one learner per LR size on batch['lr_views'], but "
-                f"data.degradation.lr_views lacks {missing}: set data.degradation.lr_views: {self.learner_sizes}"
-            )
+            return DataNeeds()  # one learner on batch["lr"]
+        # One learner per LR size, each trained on its view of batch["lr_views"].
+        return DataNeeds(lr_views=tuple(str(s) for s in self.learner_sizes), lr_views_key="model.learner_sizes")
 
     # ---------------------------------------------------------------------------------------- embedding
     def reference_embedder(self) -> Callable[[Tensor], Tensor]:

@@ -81,6 +81,7 @@ class IPUNet(CrossResMethod):
 
     # ------------------------------------------------------------------------------------ the recogniser
     def setup(self, stage: str) -> None:
+        super().setup(stage)  # the data needs
         if stage == "fit" and self.trainer.ckpt_path is None:
             load_pretrained(
                 self.recognizer,

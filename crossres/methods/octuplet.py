@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from crossres.errors import InputError
+from crossres.data.needs import DataNeeds
 from crossres.losses.octuplet import OctupletLoss, Term
 from crossres.methods.base import (
     HR_MODEL_PATH,
@@ -31,7 +31,7 @@ class Octuplet(CrossResMethod):
         classification loss). Notes, the equation-to-code map and the deviations: ``docs/methods/octuplet.md``.
 
     Data: every batch needs several images per identity (``data.train_sampler: identity_balanced``,
-    ``data.images_per_class`` >= 2, checked at fit start) and every LR copy degraded
+    ``data.images_per_class`` >= 2, checked at ``setup``) and every LR copy degraded
     (``data.degradation.lr_prob: 1.0``).
 
     Args:
@@ -75,6 +75,7 @@ class Octuplet(CrossResMethod):
         return self.backbone(images)
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)  # the data needs
         # The paper fine-tunes a pretrained recogniser; a resumed run keeps its own weights.
         if stage != "fit" or self.trainer.ckpt_path is not None:
             return
@@ -91,31 +92,9 @@ class Octuplet(CrossResMethod):
             self.backbone, self.hparams["recognizer_weights"], "model.recognizer_weights", built_pretrained=pretrained
         )
 
-    def on_fit_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        data_hparams = getattr(datamodule, "hparams", None)
-        if data_hparams is None or "train_sampler" not in data_hparams:
-            warnings.warn(
-                "Octuplet cannot check that training batches hold several images per identity (no FaceDataModule); "
-                "without them the triplet terms have no positives and the loss is 0",
-                stacklevel=2,
-            )
-            return
-        sampler, per_class = data_hparams["train_sampler"], int(data_hparams.get("images_per_class", 1))
-        if sampler != "identity_balanced" or per_class < 2:
-            raise InputError(
-                "Octuplet mines a positive (another image of the anchor's identity) for every anchor, so every "
-                f"batch needs several images per identity, but data.train_sampler={sampler!r}, "
-                f"data.images_per_class={per_class}; set data.train_sampler: identity_balanced and "
-                "data.images_per_class: 2 or more (data.batch_size a multiple of it)"
-            )
-        lr_prob = getattr(getattr(datamodule, "sampler", None), "lr_prob", 1.0)
-        if lr_prob < 1.0:
-            warnings.warn(
-                f"Octuplet: data.degradation.lr_prob={lr_prob} leaves some LR copies at HR; the paper degrades every "
-                "copy (data.degradation.lr_prob: 1.0)",
-                stacklevel=2,
-            )
+    def data_needs(self) -> DataNeeds:
+        # Every anchor needs a positive (another image of its identity) in the batch; every LR copy is degraded.
+        return DataNeeds(images_per_identity=2, lr_prob=1.0)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         hr, lr, labels = batch["hr"], batch["lr"], batch["label"]

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal, get_args
 import torch
 from torch import Tensor
 
+from crossres.data.needs import DataNeeds
 from crossres.methods.base import HR_MODEL_PATH, CrossResMethod, built_pretrained, freeze, load_pretrained
 from crossres.metrics.image_quality import psnr
 from crossres.nn.hallucination import FHNOutput, prior_targets
@@ -163,6 +164,10 @@ class RIM(CrossResMethod):
         if mode.startswith("fhn") and not self.hparams["use_fhn"]:
             raise ValueError(f"model.eval_mode={mode!r} needs FHN, but this model has use_fhn: false")
         self._eval_mode = mode
+
+    def data_needs(self) -> DataNeeds:
+        # Eqs. (3)-(4): the landmark and parsing priors are targets drawn from each face's 68 landmarks.
+        return DataNeeds(landmarks=bool(self.hparams["use_priors"]))
 
     def on_fit_start(self) -> None:
         # Not in setup(): Lightning sets trainer.ckpt_path only after setup(), when it restores a checkpoint; here a

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Literal
 
 import torch.nn.functional as F
 from torch import Tensor
 
+from crossres.data.needs import DataNeeds
 from crossres.losses.distance import CosineDistanceLoss
 from crossres.methods.base import RecogniserMethod
 
@@ -53,38 +53,11 @@ class SiameseCR(RecogniserMethod):
         super().build()  # the recogniser: backbone + margin head
         self.distance = CosineDistanceLoss(reduction="mean")
 
-    def on_fit_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
+    def data_needs(self) -> DataNeeds:
         if self.mode == "st_m2":
-            views = getattr(datamodule, "lr_views", None)
-            if views is not None and not views:
-                raise ValueError(
-                    "SiameseCR(mode='st_m2') has one branch per LR view, but data.degradation.lr_views is empty; set "
-                    "data.degradation.lr_views: [7, 14, 28, 56] (004 §6.2)"
-                )
-            return
-        sampler = getattr(datamodule, "sampler", None)
-        if sampler is None:
-            return
-        if sampler.lr_prob < 1.0:
-            warnings.warn(
-                f"SiameseCR(mode={self.mode!r}): data.degradation.lr_prob={sampler.lr_prob} leaves some LR-branch "
-                "faces at HR; the paper degrades every LR-branch face (data.degradation.lr_prob: 1.0)",
-                stacklevel=2,
-            )
-        several = sampler.policy == "range" or len(sampler.sizes) > 1
-        if self.mode == "st" and several:
-            warnings.warn(
-                f"SiameseCR(mode='st') with several training LR sizes {sampler.sizes} is ST-M1; use mode: st_m1 "
-                "or data.degradation.lr_policy: fixed",
-                stacklevel=2,
-            )
-        if self.mode == "st_m1" and not several:
-            warnings.warn(
-                f"SiameseCR(mode='st_m1') with the single training LR size {sampler.sizes} is ST; set "
-                "data.degradation.lr_policy: choice, data.degradation.lr_sizes: [7, 14, 28, 56] (004 §6.2)",
-                stacklevel=2,
-            )
+            return DataNeeds(any_lr_views=True)  # §6.2: one LR branch per view of batch["lr_views"]
+        # §5.2 / §6.2: every LR-branch face degraded, at one size (ST) or a size drawn per face (ST-M1).
+        return DataNeeds(lr_prob=1.0, several_lr_sizes=self.mode == "st_m1")
 
     def branches(self, batch: dict[str, Any]) -> list[tuple[str, Tensor]]:
         """The branches' inputs, HR first: ``[("hr", I_HR), ("lr", I_LR)]``, or for ST-M2 one per LR view."""
