@@ -785,7 +785,7 @@ class RecogniserMethod(CrossResMethod):
         loader = getattr(datamodule, "plain_train_dataloader", None)
         if loader is None:
             raise TypeError("model.head_init: imprint reads the training faces through FaceDataModule")
-        weight = self.head.weight
+        weight = cast(Tensor, self.head.weight)
         sums, counts = torch.zeros_like(weight, dtype=torch.float32), torch.zeros(len(weight), device=weight.device)
         was_training = self.backbone.training
         self.backbone.eval()

@@ -135,12 +135,8 @@ class DCRTwoStage(CrossResMethod):
     def head_modules(self) -> list[nn.Module]:
         if self.stage == 1:
             return [self.trunk_head]
-        return [
-            m
-            for pair in self.branches.values()
-            for branch in (pair.hr, pair.lr)
-            for m in (branch.prelu, branch.classifier)
-        ]
+        pairs = [cast(BranchPair, pair) for pair in self.branches.values()]
+        return [m for pair in pairs for branch in (pair.hr, pair.lr) for m in (branch.prelu, branch.classifier)]
 
     # ------------------------------------------------------------------------------------- frozen trunk
     def setup(self, stage: str) -> None:
