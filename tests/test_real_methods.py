@@ -169,7 +169,11 @@ def test_head_init_imprint_sets_each_class_to_its_mean_embedding(tmp_path: Path)
             image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=generator)
             (tmp_path / person / f"{k}.png").write_bytes(encode_png(image).numpy().tobytes())
     dm = FaceDataModule(
-        train_format="folder", train_root=str(tmp_path), image_size=(32, 32), num_workers=0, lr_sizes=[8]
+        train_format="folder",
+        train_root=str(tmp_path),
+        image_size=(32, 32),
+        num_workers=0,
+        degradation={"lr_sizes": [8]},
     )
     model = Baseline(
         num_classes=3, image_size=(32, 32), backbone="iresnet18", backbone_kwargs={"width": 8}, embedding_size=16,
