@@ -38,6 +38,7 @@ import torch
 import yaml
 from common import fold_bootstrap, format_table, pair_accuracy, paired_difference
 
+from crossres.data.codec import ImageFiles
 from crossres.data.datamodule import FaceDataModule
 from crossres.methods.base import CrossResMethod, load_method
 from crossres.metrics.verification import verification_metrics
@@ -115,7 +116,7 @@ def fit(method: str, args: argparse.Namespace) -> dict[str, Any] | None:
     }
 
 
-def reference_model(lfw: Path, chips: Path) -> CrossResMethod:
+def reference_model() -> CrossResMethod:
     """dlib's recogniser as ``experiments/real/dlib_pretrained.yaml`` builds it, untrained."""
     from crossres.methods import Baseline
 
@@ -128,7 +129,7 @@ def datamodule(lfw: Path, chips: Path, **overrides: Any) -> FaceDataModule:
     """The test side of ``experiments/real/data.yaml`` over ``--lfw`` and ``--chips`` (``overrides``: other data
     arguments, e.g. ``image_size``).
     """
-    data = yaml.safe_load((CONFIGS / "data.yaml").read_text())["data"] | overrides
+    data = yaml.safe_load((CONFIGS / "data.yaml").read_text())["data"]
     data |= {
         "train_root": str(chips),
         "train_people": str(lfw / "peopleDevTrain.txt"),
@@ -152,17 +153,20 @@ def score(model: CrossResMethod, dm: FaceDataModule, knoche_sets: list[str], bat
     sets = [dm.pair_set(spec) for spec in dm.test_sets]
     paths = sorted({str(p) for ds in sets for p in ds.pair_set.images.paths})  # type: ignore[attr-defined]
     index = {p: k for k, p in enumerate(paths)}
-    fixed = {f"{s}px": s for s in FIXED if f"{s}px" in sets[0].protocols}
-    hr = torch.empty(len(paths), model.hparams.get("embedding_size", 128))
-    lr = {name: torch.empty_like(hr) for name in fixed}
-    reader = sets[0].pair_set.images.__class__(paths)  # the same decoder as the pair sets
+    # (h, w) of each fixed-size protocol: every pair has the same size.
+    fixed = {f"{s}px": sets[0].protocols[f"{s}px"][0] for s in FIXED if f"{s}px" in sets[0].protocols}
+    reader = ImageFiles(paths)
+    hr_parts: list[torch.Tensor] = []
+    lr_parts: dict[str, list[torch.Tensor]] = {name: [] for name in fixed}
     start = time.perf_counter()
     for lo in range(0, len(paths), batch):
         images = to_float(torch.stack(reader[lo : lo + batch]))
-        hr = _fill(hr, lo, model.eval_embed_hr(images))
-        for name, side in fixed.items():
-            sizes = torch.tensor([[side, side]] * len(images))
-            lr[name] = _fill(lr[name], lo, model.eval_embed_lr(degrade(images, sizes), sizes))
+        hr_parts.append(model.eval_embed_hr(images).float().cpu())
+        for name, size in fixed.items():
+            sizes = size.expand(len(images), 2)
+            lr_parts[name].append(model.eval_embed_lr(degrade(images, sizes), sizes).float().cpu())
+    hr = torch.cat(hr_parts)
+    lr = {name: torch.cat(parts) for name, parts in lr_parts.items()}
     print(f"  {len(paths)} chips x {1 + len(fixed)} sizes in {time.perf_counter() - start:.0f} s", flush=True)
     out: dict[str, np.ndarray] = {}
     for ds in sets:
@@ -191,13 +195,6 @@ def plain_scoring(model: CrossResMethod) -> bool:
     own = kind.cross_score is not CrossResMethod.cross_score or kind.eval_batch is not CrossResMethod.eval_batch
     hp = model.hparams
     return not own or (hp.get("test_mode", "known") == "known" and hp.get("occlusion", "none") == "none")
-
-
-def _fill(target: torch.Tensor, lo: int, values: torch.Tensor) -> torch.Tensor:
-    if values.shape[1] != target.shape[1]:
-        target = torch.empty(target.shape[0], values.shape[1])
-    target[lo : lo + len(values)] = values.float().cpu()
-    return target
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
@@ -302,7 +299,7 @@ def _acc(scores: dict[str, torch.Tensor], pair_set: str, comparison: str, protoc
 
 
 def _accs(scores: dict[str, np.ndarray], pair_set: str) -> dict[str, str]:
-    rows = [r for r in results({k: v for k, v in scores.items() if k.startswith(f"{pair_set}__")})]
+    rows = results({k: v for k, v in scores.items() if k.startswith(f"{pair_set}__")})
     return {
         (r["comparison"] + (f" {r['protocol']}" if r["protocol"] else "")): f"{100 * r['acc']:.2f}"
         for r in rows
@@ -358,7 +355,6 @@ def main() -> None:
         if not path.is_file():
             parser.error(f"{path} not found: see docs/real_faces.md for LFW and crossres align")
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     if "pairs" in steps:
         draw_pairs(args.lfw, args.chips)
     if "fit" in steps:
@@ -376,7 +372,7 @@ def main() -> None:
                 continue
             print(f"scoring {method}", flush=True)
             if method == REFERENCE:
-                model = reference_model(args.lfw, args.chips)
+                model = reference_model()
             else:
                 name = yaml.safe_load((CONFIGS / f"{method}.yaml").read_text())["name"]
                 checkpoint = args.out / "runs" / name / "checkpoints" / "last.ckpt"

@@ -349,6 +349,8 @@ class CrossResMethod(pl.LightningModule):
         if head_lr is None:
             return params
         in_heads = {id(p) for head in self.head_modules() for p in head.parameters()}
+        if not in_heads:  # a method without classification heads: one group
+            return params
         return [
             {"params": [p for p in params if id(p) not in in_heads]},
             {"params": [p for p in params if id(p) in in_heads], "lr": head_lr},
