@@ -12,7 +12,7 @@ Steps (each skipped when its output exists, so a rerun continues):
    once per fixed probe size (the degradation is deterministic), Knoche's per-pair sizes on ``--knoche-sets``.
    Per-pair scores in ``<out>/scores/<method>.npz``.
 4. ``report``: ``<out>/real_methods.md`` (accuracy, gain over the recogniser with a paired bootstrap interval,
-   training cost) and ``<out>/real_methods_accuracy.png`` (HR-LR accuracy against probe size).
+   training cost; TAR at FAR 0.1 %) and ``<out>/real_methods_accuracy.png`` (HR-LR accuracy against probe size).
 
 Usage:
     python benchmarks/real_methods.py --lfw data/lfw --chips data/lfw_dlib150 --out runs/real_methods
@@ -50,6 +50,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "real"
 METHODS = (
     "batch_cr",
     "siamese_cr_m1",
+    "siamese_cr_m1_retain",
     "siamese_cr_m2",
     "guided_cnn",
     "dcr",
@@ -107,12 +108,12 @@ def fit(method: str, args: argparse.Namespace) -> dict[str, Any] | None:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     (run / "fit_done").touch()
     config = yaml.safe_load((run / "config.yaml").read_text())
-    batches = config["trainer"].get("limit_train_batches")
+    batches, epochs = config["trainer"].get("limit_train_batches"), config["trainer"].get("max_epochs") or 1
     return {
         "run": str(run),
         "wall_s": time.perf_counter() - start,
         "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-        "faces": int(batches) * int(config["data"]["batch_size"]) if isinstance(batches, int) else None,
+        "faces": int(batches) * int(config["data"]["batch_size"]) * int(epochs) if isinstance(batches, int) else None,
     }
 
 
@@ -267,6 +268,10 @@ def report(args: argparse.Namespace, methods: list[str]) -> None:
         format_table(rows, columns),
         "",
     ]
+    rows = [{"method": "dlib recogniser"} | _accs(reference, main, "tar_at_far")]
+    rows += [{"method": m} | _accs(s, main, "tar_at_far") for m, s in loaded.items()]
+    lines += [f"`{main}`, TAR at FAR = 0.1 % (%), HR-LR both orders averaged:", "",
+              format_table(rows, ["method", *(c for c in rows[0] if c != "method")]), ""]  # fmt: skip
     for pair_set in sorted({k.split("__")[0] for k in reference} - {main}):
         rows = [{"method": "dlib recogniser"} | _accs(reference, pair_set)]
         rows += [{"method": m} | _accs(s, pair_set) for m, s in loaded.items()]
@@ -298,12 +303,20 @@ def _acc(scores: dict[str, torch.Tensor], pair_set: str, comparison: str, protoc
                          comparison)  # fmt: skip
 
 
-def _accs(scores: dict[str, np.ndarray], pair_set: str) -> dict[str, str]:
+def _accs(scores: dict[str, np.ndarray], pair_set: str, metric: str = "acc") -> dict[str, str]:
+    """One cell per comparison of ``pair_set`` but LR-LR: HR-HR, then HR-LR by probe size, then the others."""
     rows = results({k: v for k, v in scores.items() if k.startswith(f"{pair_set}__")})
-    return {
-        (r["comparison"] + (f" {r['protocol']}" if r["protocol"] else "")): f"{100 * r['acc']:.2f}"
+    rows = [r for r in rows if r["comparison"] != "LR-LR"]
+    px = [
+        int(r["protocol"][:-2]) if r["protocol"].endswith("px") and r["protocol"][:-2].isdigit() else 10**6
         for r in rows
-        if r["comparison"] != "LR-LR"
+    ]
+    order = sorted(range(len(rows)), key=lambda k: (rows[k]["comparison"] != "HR-HR", px[k], rows[k]["protocol"]))
+    return {
+        (
+            rows[k]["comparison"] + (f" {rows[k]['protocol']}" if rows[k]["protocol"] else "")
+        ): f"{100 * rows[k][metric]:.2f}"
+        for k in order
     }
 
 

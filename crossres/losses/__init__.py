@@ -9,6 +9,7 @@ from crossres.losses.hallucination import LandmarkHeatmapLoss, ParsingLoss, Pixe
 from crossres.losses.identity import IdentityPreservingLoss
 from crossres.losses.mmd import MKMMD
 from crossres.losses.octuplet import OctupletLoss
+from crossres.losses.retention import RetentionLoss
 
 __all__ = [
     "MKMMD",
@@ -22,5 +23,6 @@ __all__ = [
     "ParsingLoss",
     "PixelLoss",
     "ResidualDistillationLoss",
+    "RetentionLoss",
     "StudentDistillationLoss",
 ]

@@ -19,6 +19,7 @@ from torchmetrics import Metric
 from typing_extensions import Self
 
 from crossres.data.needs import DataNeeds
+from crossres.losses.retention import RetentionLoss
 from crossres.metrics.image_quality import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from crossres.metrics.verification import VerificationMetric
 from crossres.nn.backbones import build_backbone
@@ -727,6 +728,17 @@ def recogniser_backbone(method: CrossResMethod) -> nn.Module:
     )
 
 
+def retention_loss(method: CrossResMethod) -> RetentionLoss | None:
+    """The retention term of a method that fine-tunes its ``backbone`` (``retain_weight`` > 0), else ``None``.
+
+    ``M₀`` is built like the backbone and frozen; the method sets it with ``start_from(self.backbone)`` when a fresh
+    fit starts (a resumed fit restores it from the checkpoint).
+    """
+    if method.hparams.get("retain_weight", 0.0) <= 0:
+        return None
+    return RetentionLoss(freeze(recogniser_backbone(method)))
+
+
 def nearest_size_index(lr_size: Tensor, sizes: list[int]) -> Tensor:
     """Index of the size in ``sizes`` nearest each probe's height; of equal gaps, the first listed.
 
@@ -756,6 +768,10 @@ class RecogniserMethod(CrossResMethod):
             embedding of its training faces by the (pretrained) backbone (weight imprinting, Qi et al. 2018), so a
             new head over a pretrained recogniser starts near its optimum instead of pulling the features apart.
             Needs a cosine head (``arcface``, ``cosface``).
+        retain_weight: ``λ_r`` of the retention term ``λ_r · (1 − cos(M(I_HR), M₀(I_HR)))`` added to the method's
+            loss, ``M₀`` a frozen copy of the recogniser as the fit starts
+            (:class:`~crossres.losses.retention.RetentionLoss`): it holds the HR embeddings, and so HR-HR
+            matching, where they were. ``0`` (default): no term and no copy.
         **kwargs: optimisation and evaluation arguments of :class:`CrossResMethod`.
     """
 
@@ -768,16 +784,23 @@ class RecogniserMethod(CrossResMethod):
         scale: float = 64.0,
         margin: float | None = None,
         head_init: Literal["random", "imprint"] = "random",
+        retain_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if retain_weight < 0:
+            raise ValueError(f"model.retain_weight must be >= 0, got {retain_weight}")
         if head_init not in ("random", "imprint"):
             raise ValueError(f"model.head_init must be 'random' or 'imprint', got {head_init!r}")
         if head_init == "imprint" and head == "softmax":
             raise ValueError("model.head_init: imprint needs a cosine head (model.head: arcface or cosface)")
 
     def on_train_start(self) -> None:
-        if self.hparams["head_init"] == "imprint" and self.trainer.ckpt_path is None and self.global_step == 0:
+        if self.trainer.ckpt_path is not None or self.global_step != 0:
+            return  # a resumed fit keeps its head and its M₀ (in the checkpoint)
+        if self.retention is not None:
+            self.retention.start_from(self.backbone)  # M₀: the recogniser as the fit starts
+        if self.hparams["head_init"] == "imprint":
             self.imprint_head()
 
     @torch.no_grad()
@@ -806,6 +829,7 @@ class RecogniserMethod(CrossResMethod):
         self.head = build_head(
             hp["head"], hp["embedding_size"], hp["num_classes"], scale=hp["scale"], margin=hp["margin"]
         )
+        self.retention = retention_loss(self)
 
     def head_modules(self) -> list[nn.Module]:
         return [self.head]

@@ -40,6 +40,8 @@ class Baseline(RecogniserMethod):
         hp = self.hparams
         if hp["train_on"] not in ("hr", "lr", "mixed"):
             raise ValueError(f"model.train_on must be 'hr', 'lr' or 'mixed', got {hp['train_on']!r}")
+        if hp["retain_weight"] > 0 and hp["train_on"] == "lr":
+            raise ValueError("model.retain_weight holds the HR embeddings: it needs model.train_on 'hr' or 'mixed'")
         super().build()  # the recogniser: backbone + margin head
 
     def on_fit_start(self) -> None:
@@ -56,7 +58,12 @@ class Baseline(RecogniserMethod):
             images = batch["lr"]
         else:
             images, labels = torch.cat([batch["hr"], batch["lr"]]), torch.cat([labels, labels])
-        logits = self.head(self.embed(images), labels)
-        loss = F.cross_entropy(logits, labels)
+        features = self.embed(images)
+        loss = F.cross_entropy(self.head(features, labels), labels)
+        if self.retention is not None:  # retain_weight, on the HR faces (the first half of a mixed batch)
+            hr = len(batch["hr"])
+            retain = self.retention(images[:hr], features[:hr])
+            loss = loss + self.hparams["retain_weight"] * retain
+            self.log("train_loss_retain", retain, batch_size=hr)
         self.log("train_loss", loss, prog_bar=True, batch_size=labels.numel())
         return self.finite_or_none("cross_entropy", loss)

@@ -40,11 +40,16 @@ class BatchCR(RecogniserMethod):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         images, labels, lr_size = batch["lr"], batch["label"], batch["lr_size"]
         # §5.1: one cross-entropy (ArcFace) over the mixed batch; batch["lr"] holds the HR half unchanged.
-        per_sample = F.cross_entropy(self.head(self.embed(images), labels), labels, reduction="none")
+        features = self.embed(images)
+        per_sample = F.cross_entropy(self.head(features, labels), labels, reduction="none")
         loss = per_sample.mean()
         hr_size = torch.tensor(self.image_size, device=lr_size.device)
         is_hr = (lr_size == hr_size).all(dim=1)
         batch_size = labels.numel()
+        if self.retention is not None and bool(is_hr.any()):  # retain_weight, on the HR half of the batch
+            retain = self.retention(images[is_hr], features[is_hr])
+            loss = loss + self.hparams["retain_weight"] * retain
+            self.log("train_loss_retain", retain, batch_size=int(is_hr.sum()))
         self.log("train_loss", loss, prog_bar=True, batch_size=batch_size)
         for name, members in (("hr", is_hr), ("lr", ~is_hr)):
             if bool(members.any()):

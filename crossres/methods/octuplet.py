@@ -16,6 +16,7 @@ from crossres.methods.base import (
     built_pretrained,
     load_pretrained,
     recogniser_backbone,
+    retention_loss,
 )
 
 __all__ = ["Octuplet"]
@@ -46,6 +47,9 @@ class Octuplet(CrossResMethod):
             does not normalise).
         terms: the triplet terms to sum, from ``hr_hr``, ``hr_lr``, ``lr_hr``, ``lr_lr`` (``None``: all four, the
             octuplet loss; the authors' code has the same switches).
+        retain_weight: ``λ_r`` of the retention term ``λ_r · (1 − cos(M(I_HR), M₀(I_HR)))`` added to ``L_oct``,
+            ``M₀`` a frozen copy of the recogniser as the fit starts
+            (:class:`~crossres.losses.retention.RetentionLoss`; not in the paper). ``0`` (default): no term.
         **kwargs: optimisation and evaluation arguments of :class:`CrossResMethod`.
     """
 
@@ -59,9 +63,12 @@ class Octuplet(CrossResMethod):
         distance: Literal["euclidean", "euclidean_squared", "cosine"] = "euclidean",
         normalize: bool = True,
         terms: list[Literal["hr_hr", "hr_lr", "lr_hr", "lr_lr"]] | None = None,
+        retain_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if retain_weight < 0:
+            raise ValueError(f"model.retain_weight must be >= 0, got {retain_weight}")
 
     def build(self) -> None:
         hp = self.hparams
@@ -70,6 +77,7 @@ class Octuplet(CrossResMethod):
         self.octuplet = OctupletLoss(
             margin=hp["margin"], distance=hp["distance"], normalize=hp["normalize"], terms=terms
         )
+        self.retention = retention_loss(self)
 
     def embed(self, images: Tensor) -> Tensor:
         return self.backbone(images)
@@ -92,6 +100,10 @@ class Octuplet(CrossResMethod):
             self.backbone, self.hparams["recognizer_weights"], "model.recognizer_weights", built_pretrained=pretrained
         )
 
+    def on_train_start(self) -> None:
+        if self.retention is not None and self.trainer.ckpt_path is None and self.global_step == 0:
+            self.retention.start_from(self.backbone)  # M₀: the recogniser as the fit starts
+
     def data_needs(self) -> DataNeeds:
         # Every anchor needs a positive (another image of its identity) in the batch; every LR copy is degraded.
         return DataNeeds(images_per_identity=2, lr_prob=1.0)
@@ -107,6 +119,10 @@ class Octuplet(CrossResMethod):
             self.log(f"train_loss_{term}", losses.sum() / anchors, batch_size=batch_size)  # T_AB, mean over anchors
         # L_oct = 1/N Σ_i [T_hhh(i) + T_hll(i) + T_lhh(i) + T_lll(i)], over the anchors with a triplet.
         loss = torch.stack(list(per_term.values())).sum(0).sum() / anchors
+        if self.retention is not None:  # retain_weight (not in the paper)
+            retain = self.retention(hr, embeddings[:batch_size])
+            loss = loss + self.hparams["retain_weight"] * retain
+            self.log("train_loss_retain", retain, batch_size=batch_size)
         self.log("train_loss", loss, prog_bar=True, batch_size=batch_size)
         self.log("train_anchor_share", valid.float().mean(), batch_size=batch_size)
         return self.finite_or_none("octuplet", loss)

@@ -89,5 +89,9 @@ class SiameseCR(RecogniserMethod):
             distance = self.distance(hr_features, branch_features)  # Eq. (6): L_dist, HR vs this LR branch
             total = total + self.distance_weight * distance  # Eq. (7) (ST-M2: §6.2, weight 3 per branch)
             self.log("train_loss_dist" if two_branch else f"train_loss_dist_{name}", distance, batch_size=batch_size)
+        if self.retention is not None:  # the HR embeddings held at the starting recogniser's (retain_weight)
+            retain = self.retention(batch["hr"], hr_features)
+            total = total + self.hparams["retain_weight"] * retain
+            self.log("train_loss_retain", retain, batch_size=batch_size)
         self.log("train_loss", total, prog_bar=True, batch_size=batch_size)
         return self.finite_or_none("siamese_cr", total)
