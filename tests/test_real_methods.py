@@ -63,7 +63,7 @@ def standin(tmp_path: Path) -> dict[str, Path]:
 
 
 #: Configs trained in `make test`; the others, heavier with dlib's ResNet (RIM holds three), are marked slow.
-QUICK = ("batch_cr", "octuplet")
+QUICK = ("batch_cr", "octuplet", "siamese_cr_m1_retain")
 
 
 @pytest.mark.parametrize("method", [m if m in QUICK else pytest.param(m, marks=pytest.mark.slow) for m in REAL])
