@@ -44,6 +44,18 @@ TINY_MODEL = [
     "--model.lr=0.05",
 ]
 
+#: A tiny RIM's networks (teacher, student, assistant, FHN, domain critic); tests add the teacher's embedding size.
+TINY_RIM: dict = {
+    "teacher_backbone": "iresnet18",
+    "teacher_backbone_kwargs": {"width": 8},
+    "student_backbone_kwargs": {"width": 4},
+    "assistant_backbone_kwargs": {"width": 4},
+    "fhn_channels": 8,
+    "fhn_feature_channels": 4,
+    "fhn_blocks": 1,
+    "domain_dim": 16,
+}
+
 
 def flat_data(data: dict) -> dict:
     """A grouped ``data`` config section spelled flat (``degradation.lr_sizes`` as ``lr_sizes``)."""

@@ -21,18 +21,10 @@ from crossres.methods.octuplet import Octuplet
 from crossres.methods.rim import RIM
 from crossres.methods.siamese_cr import SiameseCR
 
+from .conftest import TINY_RIM
+
 RECOGNISER: dict[str, Any] = {"backbone_kwargs": {"width": 8}, "embedding_size": 16, "image_size": (32, 32)}
-RIM_SMALL: dict[str, Any] = {
-    "teacher_backbone_kwargs": {"width": 8},
-    "teacher_embedding_size": 16,
-    "student_backbone_kwargs": {"width": 4},
-    "assistant_backbone_kwargs": {"width": 4},
-    "fhn_channels": 8,
-    "fhn_feature_channels": 4,
-    "fhn_blocks": 1,
-    "domain_dim": 16,
-    "teacher_weights": None,
-}
+RIM_SMALL: dict[str, Any] = {**TINY_RIM, "teacher_embedding_size": 16, "teacher_weights": None}
 
 
 def _dm(**kwargs: Any) -> FaceDataModule:

@@ -20,19 +20,10 @@ from crossres.data.priors import landmarks_to_parsing
 from crossres.methods.base import HR_MODEL_COMMAND, NonFiniteLossError
 from crossres.methods.rim import RIM
 
-from .conftest import REPO, TINY_DATA, TINY_TRAINER
+from .conftest import REPO, TINY_DATA, TINY_RIM, TINY_TRAINER
 
 TEACHER = {"teacher_backbone": "iresnet18", "teacher_backbone_kwargs": {"width": 8}, "teacher_embedding_size": 32}
-SMALL = {
-    **TEACHER,
-    "student_backbone_kwargs": {"width": 4},
-    "assistant_backbone_kwargs": {"width": 4},
-    "fhn_channels": 8,
-    "fhn_feature_channels": 4,
-    "fhn_blocks": 1,
-    "domain_dim": 16,
-    "heatmap_sigma": 1.0,
-}
+SMALL = {**TINY_RIM, **TEACHER, "heatmap_sigma": 1.0}
 RIM_ARGS = [
     "--model=crossres.methods.rim.RIM",
     "--model.teacher_backbone=iresnet18",

@@ -13,19 +13,14 @@ from crossres.methods.rim import RIM
 from crossres.nn.hallucination import FaceHallucinationNet
 from crossres.nn.rim import PARTS, ResolutionInvariantNet
 
+from .conftest import TINY_RIM
+
 SMALL: dict[str, Any] = {
+    **TINY_RIM,
     "num_classes": 6,
     "image_size": (32, 32),
     "teacher_weights": None,
-    "teacher_backbone": "iresnet18",
-    "teacher_backbone_kwargs": {"width": 8},
     "teacher_embedding_size": 32,
-    "student_backbone_kwargs": {"width": 4},
-    "assistant_backbone_kwargs": {"width": 4},
-    "fhn_channels": 8,
-    "fhn_feature_channels": 4,
-    "fhn_blocks": 1,
-    "domain_dim": 16,
 }
 
 
